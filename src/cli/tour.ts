@@ -1,0 +1,151 @@
+/**
+ * `pvmmu tour` (what `npm start` runs): a short, deterministic walk through
+ * what pvmmu does. Each capability the project gains adds a section.
+ */
+
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { MemoryImage } from "../dump/image.js";
+import { synthLinuxImage, writeRawImage } from "../dump/synth.js";
+import { describeErrorCode, formatWalk, infoMem, infoTlb, walkView } from "../dump/views.js";
+import { hex64 } from "../x86/address.js";
+import { BumpAllocator, PageTableBuilder } from "../x86/builder.js";
+import { Cpu, CR4_SMAP, CR4_SMEP } from "../x86/cpu.js";
+import { PhysicalMemory } from "../x86/memory.js";
+import { describeFlags, HI_NX, LO_A, LO_D, LO_G, LO_P, LO_RW, LO_US } from "../x86/pte.js";
+import { ACC_FETCH, ACC_USER, ACC_WRITE, PERM_NX, PERM_U, PERM_W } from "../x86/walk.js";
+
+const GiB = 2 ** 30;
+const MiB = 2 ** 20;
+
+function sizeName(bytes: number): string {
+  return bytes >= GiB ? `${bytes / GiB} GiB` : bytes >= MiB ? `${bytes / MiB} MiB` : `${bytes / 1024} KiB`;
+}
+
+interface Section {
+  title: string;
+  lines: string[];
+}
+
+export function runTour(out: (s: string) => void, json: boolean): void {
+  const sections: Section[] = [];
+  const section = (title: string): string[] => {
+    const lines: string[] = [];
+    sections.push({ title, lines });
+    return lines;
+  };
+
+  // 1. A host far larger than this machine, costing only what is touched.
+  const mem = new PhysicalMemory({ sizeBytes: 256 * GiB });
+  const tablesFrom = new BumpAllocator((200 * GiB) / 4096);
+  const pt = new PageTableBuilder(mem, tablesFrom, 4);
+  let s = section("Physical memory and a 4-level page-table tree");
+  pt.map(0xffffffff81000000n, 0x100_0000, 2 * MiB, { lo: LO_G, hi: 0 }); // kernel text: 2 MiB, global, RX
+  pt.map(0xffff888000000000n, 0, GiB, { lo: LO_RW | LO_G, hi: HI_NX }); // direct map: 1 GiB page
+  pt.map(0x0000_4000_0000n, 0x3_0000_0000 + 0x5000, 4096, { lo: LO_RW | LO_US, hi: HI_NX }); // user data
+  pt.map(0x0000_4000_1000n, 0x3_0000_0000 + 0x9000, 4096, { lo: LO_US, hi: 0 }); // user code, read-only
+  s.push(
+    `host RAM: ${mem.sizeBytes / GiB} GiB; frames touched: ${mem.framesTouched} ` +
+      `(${pt.tables.length} page tables, allocated from frame 0x${((200 * GiB) / 4096).toString(16)})`,
+    "mapped: kernel text ffffffff81000000 (2 MiB page, global), direct map ffff888000000000 (1 GiB page, NX),",
+    "        user data 0000000040000000 (4 KiB, RW, NX), user code 0000000040001000 (4 KiB, read-only)",
+  );
+
+  // 2. Translation through the CPU model: walks, permissions, faults.
+  const cpu = new Cpu(mem);
+  cpu.loadRoot(pt.root * 4096);
+  s = section("Translating linear addresses (TLB miss -> page walk)");
+  const tr = (label: string, va: bigint, access: number): void => {
+    const r = cpu.translateVa(va, access);
+    if (r.ok) {
+      const p = [r.perm & PERM_U ? "user" : "supervisor", r.perm & PERM_W ? "RW" : "RO", r.perm & PERM_NX ? "NX" : "X"];
+      s.push(
+        `${label.padEnd(34)} ${hex64(va)} -> ${hex64(r.paddr)} (${sizeName(r.pageSize)} page, ${p.join(" ")}${
+          r.fromTlb ? ", TLB hit" : ""
+        })`,
+      );
+    } else if (r.vector === 14) {
+      s.push(
+        `${label.padEnd(34)} ${hex64(va)} -> #PF code 0x${r.errorCode.toString(16)} [${describeErrorCode(r.errorCode).join(", ")}]`,
+      );
+    } else s.push(`${label.padEnd(34)} ${hex64(va)} -> #GP(0) (non-canonical)`);
+  };
+  tr("kernel read of kernel text", 0xffffffff81123456n, 0);
+  tr("kernel read via direct map", 0xffff888012345678n, 0);
+  tr("user write to user data", 0x40000008n, ACC_USER | ACC_WRITE);
+  tr("user write to read-only code", 0x40001000n, ACC_USER | ACC_WRITE);
+  tr("user read of kernel text", 0xffffffff81000000n, ACC_USER);
+  tr("kernel fetch from NX direct map", 0xffff888000001000n, ACC_FETCH);
+  tr("read of an unmapped address", 0x7fff00000000n, 0);
+  tr("non-canonical address", 0x0000900000000000n, 0);
+  cpu.writeCr4(cpu.cr4 | CR4_SMEP | CR4_SMAP);
+  tr("kernel read of user page, SMAP on", 0x40000000n, 0);
+  cpu.setAc(true);
+  tr("same with RFLAGS.AC=1 (stac)", 0x40000000n, 0);
+  cpu.setAc(false);
+
+  // 3. Accessed and dirty bits.
+  s = section("Accessed and dirty bits, set by the walk as hardware does");
+  const l1 = pt.tableAt(0x40000000n, 1);
+  const pte = (): string => describeFlags(mem.frame(l1)[0], mem.frame(l1)[1], 1);
+  s.push(`user data PTE after the user write: ${pte()}`);
+
+  // 4. The TLB: stale entries until INVLPG, global entries across CR3 loads.
+  s = section("The TLB: stale until flushed");
+  cpu.translateVa(0x40000000n, ACC_USER);
+  tr("user read (cached)", 0x40000000n, ACC_USER);
+  const f = mem.frameForWrite(l1);
+  f[0] = (0x3_0000_7000 % 2 ** 32 | LO_P | LO_RW | LO_US | LO_A | LO_D) >>> 0; // retarget the PTE, no flush
+  tr("after PTE change, no INVLPG", 0x40000000n, ACC_USER);
+  cpu.invlpg(0x40000000n);
+  tr("after INVLPG", 0x40000000n, ACC_USER);
+  cpu.translateVa(0xffffffff81000000n, 0);
+  cpu.loadRoot(pt.root * 4096);
+  s.push(`CR3 reload: ${cpu.tlb.size} live TLB entries left (the global kernel-text entry survives)`);
+
+  // 5. 5-level paging.
+  s = section("5-level paging (LA57)");
+  const pt5 = new PageTableBuilder(mem, tablesFrom, 5);
+  pt5.map(0xff11000000000000n, 0x1_0000_0000, 2 * MiB, { lo: LO_RW, hi: HI_NX });
+  const cpu5 = new Cpu(mem, { la57: true });
+  cpu5.loadRoot(pt5.root * 4096);
+  const r5 = cpu5.translateVa(0xff11000000012345n, ACC_WRITE);
+  s.push(`ff11000000012345 -> ${r5.ok ? hex64(r5.paddr) : "fault"} through PML5 -> PML4 -> PDPT -> PD (2 MiB page)`);
+  s.push(`frames touched on the 256 GiB host: ${mem.framesTouched}`);
+
+  // 6. Memory dumps.
+  s = section("Inspecting a memory dump (QEMU pmemsave format), as `pvmmu dump` does");
+  const dir = mkdtempSync(join(tmpdir(), "pvmmu-tour-"));
+  try {
+    const synth = synthLinuxImage({ ramBytes: 256 * MiB, userMiB: 4, vmallocMiB: 1 });
+    const file = join(dir, "linux-256M.raw");
+    writeRawImage(synth.mem, file);
+    const img = MemoryImage.open(file);
+    const imem = img.memory();
+    const root = synth.cr3 / 4096;
+    const tlb = infoTlb(imem, root, 4).split("\n").filter(Boolean);
+    const memv = infoMem(imem, root, 4).split("\n").filter(Boolean);
+    s.push(`synthetic Linux image: 256 MiB, CR3=0x${synth.cr3.toString(16)}, ${synth.tableFrames} page-table frames`);
+    s.push(`info tlb: ${tlb.length} leaf mappings, e.g.`);
+    for (const l of [...tlb.slice(0, 3), "...", ...tlb.slice(-3)]) s.push(`  ${l}`);
+    s.push(`info mem: ${memv.length} ranges, e.g.`);
+    for (const l of [...memv.slice(0, 3), "...", ...memv.slice(-2)]) s.push(`  ${l}`);
+    const w = walkView(imem, root, 0xffffffff81001234n, { levels: 4 });
+    for (const l of formatWalk(w).trimEnd().split("\n")) s.push(l);
+    img.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  if (json) {
+    out(`${JSON.stringify({ sections }, null, 1)}\n`);
+    return;
+  }
+  out("pvmmu tour — an executable model of Xen-style PV x86-64 memory management\n");
+  for (const sec of sections) {
+    out(`\n== ${sec.title}\n`);
+    for (const l of sec.lines) out(`${l}\n`);
+  }
+  out("\nNext: `pvmmu dump --help` to inspect your own memory dumps.\n");
+}

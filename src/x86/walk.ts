@@ -1,0 +1,272 @@
+/**
+ * The x86-64 page walk (Intel SDM vol. 3A §4.5–4.7; AMD APM vol. 2 §5.3–5.6).
+ *
+ * One implementation serves the CPU model (through its TLB), the dump
+ * tools' `walk` view, and anything else that translates: `PageWalker.walk`.
+ *
+ * Order of checks, as hardware does them:
+ *  1. the linear address must be canonical, else #GP (not #PF);
+ *  2. at each level, from CR3 down: a non-present entry faults (#PF, P=0);
+ *     a present entry with a reserved bit set faults (#PF, P=1, RSVD=1) —
+ *     bits 51:MAXPHYADDR, XD when EFER.NXE=0, PS in a PML5E/PML4E, a 1 GiB
+ *     page when the CPU lacks them, address bits below a large page's alignment;
+ *  3. at the leaf, the access is checked against the effective rights
+ *     (R/W and U/S and'ed across levels, XD or'ed), CR0.WP, CR4.SMEP/SMAP
+ *     with RFLAGS.AC, and protection keys (PKRU for user pages, PKRS for
+ *     supervisor pages) — see `accessFault`;
+ *  4. only a walk that succeeds sets accessed flags (on every entry used)
+ *     and, for a write, the dirty flag of the leaf. A faulting walk writes nothing.
+ */
+
+import { isCanonical, type PagingLevels } from "./address.js";
+import type { PhysicalMemory } from "./memory.js";
+import {
+  HI_ADDR_MASK,
+  HI_NX,
+  HI_PK_MASK,
+  HI_PK_SHIFT,
+  LO_A,
+  LO_D,
+  LO_G,
+  LO_P,
+  LO_PS,
+  LO_RSVD_1G,
+  LO_RSVD_2M,
+  reservedHighMask,
+} from "./pte.js";
+
+// ---- access kinds (bit positions match the #PF error code's W/R, U/S, I/D) ----
+export const ACC_READ = 0;
+export const ACC_WRITE = 1 << 1;
+export const ACC_USER = 1 << 2;
+export const ACC_FETCH = 1 << 4;
+/** An implicit supervisor access (descriptor tables, …): SMAP applies whatever RFLAGS.AC says. */
+export const ACC_IMPLICIT = 1 << 8;
+/** A debugger's look: no accessed/dirty updates, no TLB fill. */
+export const ACC_PROBE = 1 << 9;
+
+// ---- #PF error code bits ----
+export const PF_P = 1 << 0;
+export const PF_W = 1 << 1;
+export const PF_U = 1 << 2;
+export const PF_RSVD = 1 << 3;
+export const PF_I = 1 << 4;
+export const PF_PK = 1 << 5;
+
+/** Walk outcome: a page fault (#PF, vector 14) or a general-protection fault (#GP, vector 13). */
+export const FAULT_NONE = 0;
+export const FAULT_PF = 14;
+export const FAULT_GP = 13;
+
+// ---- effective permissions of a translation (bit positions match the entry's low half) ----
+export const PERM_W = 1 << 1; // writable at every level
+export const PERM_U = 1 << 2; // user at every level
+export const PERM_NX = 1 << 3; // execute-disable at some level (only when EFER.NXE = 1)
+export const PERM_D = 1 << 6; // the leaf's dirty flag was set
+export const PERM_G = 1 << 8; // global leaf (only when CR4.PGE = 1)
+export const PERM_PK_SHIFT = 12; // protection key of the leaf, bits 12–15
+
+/**
+ * The processor state a walk depends on. Plain fields so the walker reads
+ * them directly; `Cpu` keeps one of these in step with its registers.
+ */
+export class PagingMode {
+  /** Frame of the top-level table (CR3 bits 51:12). */
+  rootFrame = 0;
+  /** 4-level or 5-level (CR4.LA57). */
+  levels: PagingLevels = 4;
+  nxe = true; // EFER.NXE
+  wp = true; // CR0.WP
+  smep = false; // CR4.SMEP
+  smap = false; // CR4.SMAP
+  ac = false; // RFLAGS.AC
+  pke = false; // CR4.PKE
+  pks = false; // CR4.PKS
+  pkru = 0;
+  pkrs = 0;
+  pge = false; // CR4.PGE
+  /** CPUID.80000001H:EDX.Page1GB. */
+  gbPages = true;
+}
+
+/**
+ * Does `access` violate the effective permissions `perm` under `m`?
+ * Returns the #PF error code (always with P=1) or 0 when the access is allowed.
+ */
+export function accessFault(perm: number, access: number, m: PagingMode): number {
+  const user = (access & ACC_USER) !== 0;
+  const write = (access & ACC_WRITE) !== 0;
+  const fetch = (access & ACC_FETCH) !== 0;
+  const userPage = (perm & PERM_U) !== 0;
+  let bad = false;
+  if (user) {
+    bad = !userPage || (write && (perm & PERM_W) === 0) || (fetch && (perm & PERM_NX) !== 0);
+  } else if (fetch) {
+    bad = (perm & PERM_NX) !== 0 || (userPage && m.smep);
+  } else {
+    bad =
+      (userPage && m.smap && ((access & ACC_IMPLICIT) !== 0 || !m.ac)) || (write && m.wp && (perm & PERM_W) === 0);
+  }
+  let pk = false;
+  if (!fetch && (userPage ? m.pke : m.pks)) {
+    const key = (perm >>> PERM_PK_SHIFT) & 15;
+    const bits = ((userPage ? m.pkru : m.pkrs) >>> (key * 2)) & 3;
+    pk = (bits & 1) !== 0 || (write && (bits & 2) !== 0 && (user || m.wp));
+  }
+  if (!bad && !pk) return 0;
+  return (
+    PF_P |
+    (access & (ACC_WRITE | ACC_USER)) |
+    (fetch && (m.smep || m.nxe) ? PF_I : 0) |
+    (pk ? PF_PK : 0)
+  );
+}
+
+/** Error code bits that describe the access itself (for non-present and reserved-bit faults). */
+function accessBits(access: number, m: PagingMode): number {
+  return (access & (ACC_WRITE | ACC_USER)) | ((access & ACC_FETCH) !== 0 && (m.smep || m.nxe) ? PF_I : 0);
+}
+
+/**
+ * Walks page tables in a `PhysicalMemory`. After `walk()` the result is in the
+ * public fields; the entries read are kept (`depth` of them, highest level
+ * first) so a tool can show every step.
+ */
+export class PageWalker {
+  // ---- result of the last walk ----
+  /** FAULT_NONE, FAULT_PF or FAULT_GP. */
+  fault = FAULT_NONE;
+  /** #PF error code when `fault === FAULT_PF`. */
+  errorCode = 0;
+  /** Physical address translated to. */
+  paddr = 0;
+  /** Physical base of the page mapped. */
+  pageBase = 0;
+  /** Level of the leaf: 1 (4 KiB), 2 (2 MiB), 3 (1 GiB). */
+  leafLevel = 0;
+  /** Effective permissions (PERM_*). */
+  perm = 0;
+  /** Number of entries read. */
+  depth = 0;
+  /** Per step (0 = top level): the frame read, the entry index, and the entry as read. */
+  readonly stepFrame = new Float64Array(5);
+  readonly stepIndex = new Uint16Array(5);
+  readonly stepLo = new Uint32Array(5);
+  readonly stepHi = new Uint32Array(5);
+  private readonly stepTable: Uint32Array[] = [];
+
+  private readonly rsvdHi: number;
+
+  constructor(readonly mem: PhysicalMemory) {
+    this.rsvdHi = reservedHighMask(mem.maxPhysAddrBits);
+  }
+
+  /**
+   * Translate the linear address (`hi`:`lo`) for `access` (ACC_* bits).
+   * Returns true on success (`paddr`, `perm`, `leafLevel` set), false on a
+   * fault (`fault`, `errorCode` set).
+   */
+  walk(m: PagingMode, hi: number, lo: number, access: number): boolean {
+    this.depth = 0;
+    if (!isCanonical(hi, m.levels)) {
+      this.fault = FAULT_GP;
+      this.errorCode = 0;
+      return false;
+    }
+    const mem = this.mem;
+    const rsvdHi = this.rsvdHi | (m.nxe ? 0 : HI_NX);
+    let level: number = m.levels;
+    let table = m.rootFrame;
+    let rights = PERM_W | PERM_U;
+    let nx = 0;
+    let n = 0;
+    let elo = 0;
+    let ehi = 0;
+    for (;;) {
+      const idx =
+        level === 1
+          ? (lo >>> 12) & 511
+          : level === 2
+            ? (lo >>> 21) & 511
+            : level === 3
+              ? ((hi & 0x7f) << 2) | (lo >>> 30)
+              : level === 4
+                ? (hi >>> 7) & 511
+                : (hi >>> 16) & 511;
+      const t = mem.frame(table);
+      elo = t[idx << 1];
+      ehi = t[(idx << 1) | 1];
+      this.stepTable[n] = t;
+      this.stepFrame[n] = table;
+      this.stepIndex[n] = idx;
+      this.stepLo[n] = elo;
+      this.stepHi[n] = ehi;
+      n++;
+      if ((elo & LO_P) === 0) {
+        this.depth = n;
+        return this.pageFault(accessBits(access, m));
+      }
+      if ((ehi & rsvdHi) !== 0) return this.reservedFault(n, access, m);
+      rights &= elo;
+      nx |= ehi;
+      if (level === 1) {
+        this.pageBase = (ehi & HI_ADDR_MASK) * 0x1_0000_0000 + (elo >>> 12) * 0x1000;
+        this.paddr = this.pageBase + (lo & 0xfff);
+        break;
+      }
+      if ((elo & LO_PS) !== 0) {
+        if (level >= 4) return this.reservedFault(n, access, m);
+        if (level === 3) {
+          if (!m.gbPages || (elo & LO_RSVD_1G) !== 0) return this.reservedFault(n, access, m);
+          this.pageBase = (ehi & HI_ADDR_MASK) * 0x1_0000_0000 + (elo >>> 30) * 0x4000_0000;
+          this.paddr = this.pageBase + (lo & 0x3fffffff);
+          break;
+        }
+        if ((elo & LO_RSVD_2M) !== 0) return this.reservedFault(n, access, m);
+        this.pageBase = (ehi & HI_ADDR_MASK) * 0x1_0000_0000 + (elo >>> 21) * 0x20_0000;
+        this.paddr = this.pageBase + (lo & 0x1fffff);
+        break;
+      }
+      table = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
+      level--;
+    }
+    this.depth = n;
+    this.leafLevel = level;
+    let perm = (rights & (PERM_W | PERM_U)) | (elo & LO_D);
+    if (m.nxe && (nx & HI_NX) !== 0) perm |= PERM_NX;
+    if (m.pge && (elo & LO_G) !== 0) perm |= PERM_G;
+    perm |= ((ehi & HI_PK_MASK) >>> HI_PK_SHIFT) << PERM_PK_SHIFT;
+    const code = accessFault(perm, access, m);
+    if (code !== 0) return this.pageFault(code);
+    if ((access & ACC_PROBE) === 0) {
+      // Set accessed flags on every entry used, then dirty on the leaf for a write.
+      for (let k = 0; k < n; k++) {
+        if ((this.stepLo[k] & LO_A) === 0) this.stepTable[k][this.stepIndex[k] << 1] |= LO_A;
+      }
+      if ((access & 2) !== 0) {
+        const t = this.stepTable[n - 1];
+        t[this.stepIndex[n - 1] << 1] |= LO_D;
+        perm |= PERM_D;
+      }
+    }
+    this.perm = perm;
+    this.fault = FAULT_NONE;
+    return true;
+  }
+
+  private reservedFault(n: number, access: number, m: PagingMode): false {
+    this.depth = n;
+    return this.pageFault(PF_P | PF_RSVD | accessBits(access, m));
+  }
+
+  private pageFault(code: number): false {
+    this.fault = FAULT_PF;
+    this.errorCode = code;
+    return false;
+  }
+
+  /** The physical address of step `k`'s entry. */
+  stepEntryAddress(k: number): number {
+    return this.stepFrame[k] * 4096 + this.stepIndex[k] * 8;
+  }
+}
