@@ -4,5 +4,7 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 60_000,
+    reporters: ["default", "json"],
+    outputFile: { json: "artifacts/test-results.json" },
   },
 });

@@ -4,7 +4,9 @@ import { existsSync } from "node:fs";
 
 const entry = new URL("../dist/src/cli/main.js", import.meta.url);
 if (!existsSync(entry)) {
-  process.stderr.write("pvmmu: not built yet — run `npm install` (or `npm run build`) in the pvmmu checkout\n");
+  process.stderr.write(
+    "pvmmu: not built yet — run `npm install` (or `npm run build`) in the pvmmu checkout\n",
+  );
   process.exit(2);
 }
 const { main } = await import(entry.href);

@@ -26,7 +26,8 @@ function openWithRoot(o: ImageOpts): { img: MemoryImage; rootFrame: number; leve
       `CR3 0x${cr3.toString(16)} is not 4 KiB aligned: give the physical address of the top-level table (bits 11:0 zero)`,
     );
   }
-  if (cr3 >= 1n << 52n) throw new UsageError(`CR3 0x${cr3.toString(16)} is above the 52-bit physical address space`);
+  if (cr3 >= 1n << 52n)
+    throw new UsageError(`CR3 0x${cr3.toString(16)} is above the 52-bit physical address space`);
   let img: MemoryImage;
   try {
     img = MemoryImage.open(o.image, o.format);
@@ -66,7 +67,9 @@ export function registerDump(program: Command, out: (s: string) => void): void {
         const mem = img.memory();
         if (o.json) {
           const mappings = tlbLines(mem, rootFrame, levels);
-          out(`${JSON.stringify({ image: o.image, format: img.format, cr3: o.cr3, levels, mappings }, null, 1)}\n`);
+          out(
+            `${JSON.stringify({ image: o.image, format: img.format, cr3: o.cr3, levels, mappings }, null, 1)}\n`,
+          );
         } else out(infoTlb(mem, rootFrame, levels));
       } finally {
         img.close();
@@ -81,7 +84,9 @@ export function registerDump(program: Command, out: (s: string) => void): void {
         const mem = img.memory();
         if (o.json) {
           const ranges = memRanges(mem, rootFrame, levels);
-          out(`${JSON.stringify({ image: o.image, format: img.format, cr3: o.cr3, levels, ranges }, null, 1)}\n`);
+          out(
+            `${JSON.stringify({ image: o.image, format: img.format, cr3: o.cr3, levels, ranges }, null, 1)}\n`,
+          );
         } else out(infoMem(mem, rootFrame, levels));
       } finally {
         img.close();
@@ -91,28 +96,40 @@ export function registerDump(program: Command, out: (s: string) => void): void {
   imageOptions(dump.command("walk"))
     .description("the walk of one linear address, level by level, with the result or the fault")
     .argument("<va>", "linear address (hex)")
-    .addOption(new Option("--access <kind>", "access to check").choices(["read", "write", "fetch"]).default("read"))
+    .addOption(
+      new Option("--access <kind>", "access to check").choices(["read", "write", "fetch"]).default("read"),
+    )
     .option("--user", "a user-mode (CPL 3) access")
     .option("--no-nx", "EFER.NXE=0 (XD bits become reserved)")
-    .action((vaText: string, o: ImageOpts & { access: "read" | "write" | "fetch"; user?: boolean; nx: boolean }) => {
-      const va = parseAddress(vaText, "linear address");
-      const levels = o.la57 ? 5 : 4;
-      const { hi } = vaFromBigInt(va);
-      if (!isCanonical(hi, levels)) {
-        throw new UsageError(
-          `linear address 0x${va.toString(16)} is not canonical for ${levels}-level paging ` +
-            `(bits 63:${levels === 5 ? 56 : 47} must all equal bit ${levels === 5 ? 56 : 47}); ` +
-            "an access to it raises #GP, not a page walk",
-        );
-      }
-      const { img, rootFrame } = openWithRoot(o);
-      try {
-        const r = walkView(img.memory(), rootFrame, va, { levels, access: o.access, user: o.user, nxe: o.nx });
-        out(o.json ? `${JSON.stringify(r, null, 1)}\n` : formatWalk(r));
-      } finally {
-        img.close();
-      }
-    });
+    .action(
+      (
+        vaText: string,
+        o: ImageOpts & { access: "read" | "write" | "fetch"; user?: boolean; nx: boolean },
+      ) => {
+        const va = parseAddress(vaText, "linear address");
+        const levels = o.la57 ? 5 : 4;
+        const { hi } = vaFromBigInt(va);
+        if (!isCanonical(hi, levels)) {
+          throw new UsageError(
+            `linear address 0x${va.toString(16)} is not canonical for ${levels}-level paging ` +
+              `(bits 63:${levels === 5 ? 56 : 47} must all equal bit ${levels === 5 ? 56 : 47}); ` +
+              "an access to it raises #GP, not a page walk",
+          );
+        }
+        const { img, rootFrame } = openWithRoot(o);
+        try {
+          const r = walkView(img.memory(), rootFrame, va, {
+            levels,
+            access: o.access,
+            user: o.user,
+            nxe: o.nx,
+          });
+          out(o.json ? `${JSON.stringify(r, null, 1)}\n` : formatWalk(r));
+        } finally {
+          img.close();
+        }
+      },
+    );
 
   dump
     .command("synth")
@@ -132,7 +149,9 @@ export function registerDump(program: Command, out: (s: string) => void): void {
       else writeRawImage(s.mem, o.out);
       const cr3 = `0x${s.cr3.toString(16)}`;
       if (o.json) {
-        out(`${JSON.stringify({ out: o.out, format: o.format, cr3, levels: s.levels, tableFrames: s.tableFrames })}\n`);
+        out(
+          `${JSON.stringify({ out: o.out, format: o.format, cr3, levels: s.levels, tableFrames: s.tableFrames })}\n`,
+        );
       } else {
         out(`wrote ${o.out} (${o.format}, ${mib} MiB, ${s.tableFrames} page-table frames)\n`);
         out(`try: pvmmu dump tlb --image ${o.out} --cr3 ${cr3}${o.la57 ? " --la57" : ""}\n`);

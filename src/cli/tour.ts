@@ -59,7 +59,11 @@ export function runTour(out: (s: string) => void, json: boolean): void {
   const tr = (label: string, va: bigint, access: number): void => {
     const r = cpu.translateVa(va, access);
     if (r.ok) {
-      const p = [r.perm & PERM_U ? "user" : "supervisor", r.perm & PERM_W ? "RW" : "RO", r.perm & PERM_NX ? "NX" : "X"];
+      const p = [
+        r.perm & PERM_U ? "user" : "supervisor",
+        r.perm & PERM_W ? "RW" : "RO",
+        r.perm & PERM_NX ? "NX" : "X",
+      ];
       s.push(
         `${label.padEnd(34)} ${hex64(va)} -> ${hex64(r.paddr)} (${sizeName(r.pageSize)} page, ${p.join(" ")}${
           r.fromTlb ? ", TLB hit" : ""
@@ -96,7 +100,7 @@ export function runTour(out: (s: string) => void, json: boolean): void {
   cpu.translateVa(0x40000000n, ACC_USER);
   tr("user read (cached)", 0x40000000n, ACC_USER);
   const f = mem.frameForWrite(l1);
-  f[0] = (0x3_0000_7000 % 2 ** 32 | LO_P | LO_RW | LO_US | LO_A | LO_D) >>> 0; // retarget the PTE, no flush
+  f[0] = ((0x3_0000_7000 % 2 ** 32) | LO_P | LO_RW | LO_US | LO_A | LO_D) >>> 0; // retarget the PTE, no flush
   tr("after PTE change, no INVLPG", 0x40000000n, ACC_USER);
   cpu.invlpg(0x40000000n);
   tr("after INVLPG", 0x40000000n, ACC_USER);
@@ -111,7 +115,9 @@ export function runTour(out: (s: string) => void, json: boolean): void {
   const cpu5 = new Cpu(mem, { la57: true });
   cpu5.loadRoot(pt5.root * 4096);
   const r5 = cpu5.translateVa(0xff11000000012345n, ACC_WRITE);
-  s.push(`ff11000000012345 -> ${r5.ok ? hex64(r5.paddr) : "fault"} through PML5 -> PML4 -> PDPT -> PD (2 MiB page)`);
+  s.push(
+    `ff11000000012345 -> ${r5.ok ? hex64(r5.paddr) : "fault"} through PML5 -> PML4 -> PDPT -> PD (2 MiB page)`,
+  );
   s.push(`frames touched on the 256 GiB host: ${mem.framesTouched}`);
 
   // 6. Memory dumps.
@@ -126,7 +132,9 @@ export function runTour(out: (s: string) => void, json: boolean): void {
     const root = synth.cr3 / 4096;
     const tlb = infoTlb(imem, root, 4).split("\n").filter(Boolean);
     const memv = infoMem(imem, root, 4).split("\n").filter(Boolean);
-    s.push(`synthetic Linux image: 256 MiB, CR3=0x${synth.cr3.toString(16)}, ${synth.tableFrames} page-table frames`);
+    s.push(
+      `synthetic Linux image: 256 MiB, CR3=0x${synth.cr3.toString(16)}, ${synth.tableFrames} page-table frames`,
+    );
     s.push(`info tlb: ${tlb.length} leaf mappings, e.g.`);
     for (const l of [...tlb.slice(0, 3), "...", ...tlb.slice(-3)]) s.push(`  ${l}`);
     s.push(`info mem: ${memv.length} ranges, e.g.`);

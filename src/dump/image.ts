@@ -60,7 +60,8 @@ export class MemoryImage implements FrameSource {
         if (!isElf) throw new ImageError(`image '${path}' is not an ELF file (no \\x7fELF magic)`);
         return new MemoryImage(path, "elf", fd, parseElfSegments(fd, st.size, path));
       }
-      if (st.size > MAX_MEMORY_BYTES) throw new ImageError(`image '${path}' is larger than ${MAX_MEMORY_BYTES} bytes`);
+      if (st.size > MAX_MEMORY_BYTES)
+        throw new ImageError(`image '${path}' is larger than ${MAX_MEMORY_BYTES} bytes`);
       return new MemoryImage(path, "raw", fd, [{ paddr: 0, memsz: st.size, offset: 0, filesz: st.size }]);
     } catch (e) {
       closeSync(fd);
@@ -160,7 +161,8 @@ function parseElfSegments(fd: number, fileSize: number, path: string): ImageSegm
       filesz: num(32, 16),
       memsz: num(40, 20),
     };
-    if (seg.filesz > seg.memsz) throw bad(`segment ${i}: p_filesz ${seg.filesz} exceeds p_memsz ${seg.memsz}`);
+    if (seg.filesz > seg.memsz)
+      throw bad(`segment ${i}: p_filesz ${seg.filesz} exceeds p_memsz ${seg.memsz}`);
     if (seg.offset + seg.filesz > fileSize) {
       throw bad(`segment ${i} (paddr 0x${seg.paddr.toString(16)}) extends past the end of the file`);
     }

@@ -100,7 +100,8 @@ export function synthLinuxImage(opts: SynthOptions): SynthImage {
       lo: K_RW[0],
       hi: K_RW[1],
     });
-    if (gb > 1024 * MB) b.mapRange(directMap + BigInt(1024 * MB), 1024 * MB, gb - 1024 * MB, dm, { lo: K_RW[0], hi: K_RW[1] });
+    if (gb > 1024 * MB)
+      b.mapRange(directMap + BigInt(1024 * MB), 1024 * MB, gb - 1024 * MB, dm, { lo: K_RW[0], hi: K_RW[1] });
     if (ram > gb) b.mapRange(directMap + BigInt(gb), gb, ram - gb, 2 * MB, { lo: K_RW[0], hi: K_RW[1] });
   } else {
     b.mapRange(directMap + BigInt(2 * MB), 2 * MB, ram - 2 * MB, 2 * MB, { lo: K_RW[0], hi: K_RW[1] });
@@ -109,7 +110,10 @@ export function synthLinuxImage(opts: SynthOptions): SynthImage {
   // vmemmap: 64 bytes of struct page per frame, 2 MiB pages.
   const vmemBytes = Math.ceil((frames * 64) / (2 * MB)) * 2 * MB;
   for (let off = 0; off < vmemBytes; off += 2 * MB) {
-    b.map(vmemmap + BigInt(off), Math.floor(dataFrame() / (2 * MB)) * 2 * MB, 2 * MB, { lo: K_RW[0], hi: K_RW[1] });
+    b.map(vmemmap + BigInt(off), Math.floor(dataFrame() / (2 * MB)) * 2 * MB, 2 * MB, {
+      lo: K_RW[0],
+      hi: K_RW[1],
+    });
   }
 
   // vmalloc: kernel stacks of 4 pages with a guard page between them.
@@ -149,7 +153,11 @@ export function writeRawImage(mem: PhysicalMemory, path: string): void {
  * cover the given physical ranges (default: all of RAM as one segment),
  * p_paddr = guest physical address, as QEMU's `dump-guest-memory` does.
  */
-export function writeElfImage(mem: PhysicalMemory, path: string, ranges?: { start: number; size: number }[]): void {
+export function writeElfImage(
+  mem: PhysicalMemory,
+  path: string,
+  ranges?: { start: number; size: number }[],
+): void {
   const segs = ranges ?? [{ start: 0, size: mem.sizeBytes }];
   const ehsize = 64;
   const phentsize = 56;

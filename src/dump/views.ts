@@ -18,7 +18,7 @@
 
 import { type PagingLevels, vaFromBigInt } from "../x86/address.js";
 import type { PhysicalMemory } from "../x86/memory.js";
-import { ENTRY_NAMES, describeFlags, joinEntry, type Level, LO_P, LO_PS, leafPageSize } from "../x86/pte.js";
+import { describeFlags, ENTRY_NAMES, joinEntry, type Level, LO_P, LO_PS, leafPageSize } from "../x86/pte.js";
 import {
   ACC_FETCH,
   ACC_PROBE,
@@ -257,7 +257,9 @@ export function walkView(mem: PhysicalMemory, rootFrame: number, va: bigint, opt
   m.nxe = opts.nxe ?? true;
   const kind = opts.access ?? "read";
   const access =
-    ACC_PROBE | (kind === "write" ? ACC_WRITE : kind === "fetch" ? ACC_FETCH : 0) | (opts.user ? ACC_USER : 0);
+    ACC_PROBE |
+    (kind === "write" ? ACC_WRITE : kind === "fetch" ? ACC_FETCH : 0) |
+    (opts.user ? ACC_USER : 0);
   const w = new PageWalker(mem);
   const { hi, lo } = vaFromBigInt(va);
   const ok = w.walk(m, hi, lo, access);
@@ -267,7 +269,7 @@ export function walkView(mem: PhysicalMemory, rootFrame: number, va: bigint, opt
     steps.push({
       level,
       name: ENTRY_NAMES[level],
-      index: w.stepIndex[k],
+      index: w.stepIndex(k),
       entryAddress: w.stepEntryAddress(k).toString(16).padStart(16, "0"),
       entry: joinEntry(w.stepLo[k], w.stepHi[k]).toString(16).padStart(16, "0"),
       flags: describeFlags(w.stepLo[k], w.stepHi[k], level),

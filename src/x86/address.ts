@@ -75,7 +75,10 @@ export function parseAddress(text: string, what = "address"): bigint {
   let v: bigint;
   if (/^0d[0-9]+$/i.test(t)) v = BigInt(t.slice(2));
   else if (/^(0x)?[0-9a-f]+$/i.test(t)) v = BigInt(t.toLowerCase().startsWith("0x") ? t : `0x${t}`);
-  else throw new AddressSyntaxError(`${what} '${text}' is not a hexadecimal number (e.g. 0x1000 or ffff888000000000)`);
+  else
+    throw new AddressSyntaxError(
+      `${what} '${text}' is not a hexadecimal number (e.g. 0x1000 or ffff888000000000)`,
+    );
   if (v >= 1n << 64n) throw new AddressSyntaxError(`${what} '${text}' does not fit in 64 bits`);
   return v;
 }

@@ -6,7 +6,7 @@
 
 import { type PagingLevels, tableIndex, vaFromBigInt } from "./address.js";
 import type { PhysicalMemory } from "./memory.js";
-import { HI_ADDR_MASK, LO_P, LO_PS, LO_RW, LO_US, type Level, PAGE_SIZE, TWO32 } from "./pte.js";
+import { HI_ADDR_MASK, type Level, LO_P, LO_PS, LO_RW, LO_US, PAGE_SIZE, TWO32 } from "./pte.js";
 
 /** Hands out free frames. */
 export interface FrameAllocator {
@@ -93,7 +93,8 @@ export class PageTableBuilder {
   mapHalves(hi: number, lo: number, pa: number, pageSize: number, flo: number, fhi: number): void {
     const level = pageSize === 0x1000 ? 1 : pageSize === 0x20_0000 ? 2 : pageSize === 0x4000_0000 ? 3 : 0;
     if (level === 0) throw new RangeError(`page size must be 4 KiB, 2 MiB or 1 GiB, got ${pageSize}`);
-    if (pa % pageSize !== 0) throw new RangeError(`physical address 0x${pa.toString(16)} not aligned to page size`);
+    if (pa % pageSize !== 0)
+      throw new RangeError(`physical address 0x${pa.toString(16)} not aligned to page size`);
     const table = this.tableFor(hi, lo, level);
     const idx = tableIndex(hi, lo, level as Level);
     const t = this.mem.frameForWrite(table);

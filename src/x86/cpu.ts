@@ -10,9 +10,10 @@
  *  - MOV to CR4 setting SMEP: flush the current PCID;
  *  - INVLPG: the page's entries for the current PCID, and global ones;
  *  - INVPCID types 0–3.
- * A translation that faults through a TLB entry (a "spurious" fault after
- * permissions were raised without a flush) invalidates that entry, as a #PF
- * does. A write through an entry cached with D=0 walks again to set D.
+ * Rights are checked against the cached entry first: a translation that
+ * faults through a TLB entry (a "spurious" fault after permissions were
+ * raised without a flush, SDM §4.10.4.3) invalidates that entry, as a #PF
+ * does. A permitted write through an entry cached with D=0 walks again to set D.
  */
 
 import { hex64, type PagingLevels, vaFromBigInt, vaToBigInt } from "./address.js";
@@ -216,7 +217,7 @@ export class Cpu {
   invpcid(type: 0 | 1 | 2 | 3, pcid: number, va = 0n): void {
     if (type === 0) {
       const { hi, lo } = vaFromBigInt(va);
-      this.tlb.invalidateAddress(hi, lo, pcid, false);
+      this.tlb.invalidateAddress(hi, lo, pcid);
     } else if (type === 1) this.tlb.flushPcid(pcid);
     else if (type === 2) this.tlb.flushAll();
     else this.tlb.flushNonGlobal();
@@ -233,12 +234,12 @@ export class Cpu {
       const s = tlb.lookup(hi, lo);
       if (s >= 0) {
         const perm = tlb.perm[s];
+        const code = accessFault(perm, access, this.mode);
+        if (code !== 0) {
+          tlb.drop(s); // a #PF invalidates the faulting address's entries
+          return this.pageFault(hi, lo, code);
+        }
         if ((access & ACC_WRITE) === 0 || (perm & PERM_D) !== 0) {
-          const code = accessFault(perm, access, this.mode);
-          if (code !== 0) {
-            tlb.drop(s); // a #PF invalidates the faulting address's entries
-            return this.pageFault(hi, lo, code);
-          }
           tlb.hits++;
           this.paddr = tlb.base[s] + (lo & tlb.offsetMask(s));
           this.perm = perm;
@@ -295,7 +296,11 @@ export class Cpu {
   private access(va: bigint, access: number): number {
     const { hi, lo } = vaFromBigInt(va);
     if (!this.translate(hi, lo, access)) {
-      throw new X86Fault(this.fault as 13 | 14, this.errorCode, this.fault === FAULT_PF ? this.cr2 : undefined);
+      throw new X86Fault(
+        this.fault as 13 | 14,
+        this.errorCode,
+        this.fault === FAULT_PF ? this.cr2 : undefined,
+      );
     }
     return this.paddr;
   }

@@ -178,10 +178,12 @@ export type EntryFields = Partial<Omit<DecodedEntry, "leaf">>;
  */
 export function encodeEntry(f: EntryFields, level: Level): bigint {
   const address = f.address ?? 0;
-  const large = level !== 1 && (f.pageSize ?? false);
-  const align = large ? leafPageSize(level as 2 | 3) : PAGE_SIZE;
+  const large = (level === 2 || level === 3) && (f.pageSize ?? false);
+  const align = large ? leafPageSize(level) : PAGE_SIZE;
   if (!Number.isInteger(address) || address < 0 || address >= 2 ** 52 || address % align !== 0) {
-    throw new RangeError(`entry address 0x${address.toString(16)} is not a ${align}-aligned address below 2^52`);
+    throw new RangeError(
+      `entry address 0x${address.toString(16)} is not a ${align}-aligned address below 2^52`,
+    );
   }
   let lo = address % TWO32;
   const hi0 = Math.floor(address / TWO32);

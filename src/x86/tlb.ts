@@ -95,14 +95,17 @@ export class Tlb {
     return this.n4 + this.n2 + this.n1;
   }
 
-  private slot4k(hi: number, lo: number): number {
-    return ((lo >>> 12) ^ (hi << 3) ^ (hi >>> 11)) & (this.n4 - 1);
+  // Slot hashes are salted with a PCID so that several address spaces' entries
+  // for one address coexist; global entries are always placed under PCID 0's
+  // slot, so INVLPG and lookups from any PCID find them.
+  private slot4k(hi: number, lo: number, salt: number): number {
+    return ((lo >>> 12) ^ (hi << 3) ^ (hi >>> 11) ^ (salt * 0x9e5)) & (this.n4 - 1);
   }
-  private slot2m(hi: number, lo: number): number {
-    return this.n4 + (((lo >>> 21) ^ (hi << 3) ^ (hi >>> 11)) & (this.n2 - 1));
+  private slot2m(hi: number, lo: number, salt: number): number {
+    return this.n4 + (((lo >>> 21) ^ (hi << 3) ^ (hi >>> 11) ^ (salt * 0x9e5)) & (this.n2 - 1));
   }
-  private slot1g(hi: number, lo: number): number {
-    return this.n4 + this.n2 + (((lo >>> 30) ^ hi ^ (hi >>> 9)) & (this.n1 - 1));
+  private slot1g(hi: number, lo: number, salt: number): number {
+    return this.n4 + this.n2 + (((lo >>> 30) ^ hi ^ (hi >>> 9) ^ (salt * 0x9e5)) & (this.n1 - 1));
   }
 
   private live(s: number): boolean {
@@ -127,12 +130,22 @@ export class Tlb {
    * `base[slot] + (lo & offsetMask(slot))`.
    */
   lookup(hi: number, lo: number): number {
-    let s = this.slot4k(hi, lo);
+    const p = this.pcid;
+    let s = this.slot4k(hi, lo, p);
     if (this.match(s, hi, lo >>> 12)) return s;
-    s = this.slot2m(hi, lo);
+    s = this.slot2m(hi, lo, p);
     if (this.match(s, hi, lo >>> 21)) return s;
-    s = this.slot1g(hi, lo);
+    s = this.slot1g(hi, lo, p);
     if (this.match(s, hi, lo >>> 30)) return s;
+    if (p !== 0) {
+      // Global entries live under PCID 0's slots.
+      s = this.slot4k(hi, lo, 0);
+      if (this.match(s, hi, lo >>> 12)) return s;
+      s = this.slot2m(hi, lo, 0);
+      if (this.match(s, hi, lo >>> 21)) return s;
+      s = this.slot1g(hi, lo, 0);
+      if (this.match(s, hi, lo >>> 30)) return s;
+    }
     return -1;
   }
 
@@ -150,14 +163,15 @@ export class Tlb {
   fill(hi: number, lo: number, level: number, pageBase: number, perm: number): void {
     let s: number;
     let vpn: number;
+    const salt = (perm & PERM_G) !== 0 ? 0 : this.pcid;
     if (level === 1) {
-      s = this.slot4k(hi, lo);
+      s = this.slot4k(hi, lo, salt);
       vpn = lo >>> 12;
     } else if (level === 2) {
-      s = this.slot2m(hi, lo);
+      s = this.slot2m(hi, lo, salt);
       vpn = lo >>> 21;
     } else {
-      s = this.slot1g(hi, lo);
+      s = this.slot1g(hi, lo, salt);
       vpn = lo >>> 30;
     }
     this.tagHi[s] = hi;
@@ -178,12 +192,18 @@ export class Tlb {
    * any page size, for the current PCID, and global ones.
    */
   invlpg(hi: number, lo: number): void {
-    this.invalidateAddress(hi, lo, this.pcid, true);
+    this.invalidateAt(hi, lo, this.pcid, this.pcid, true);
+    if (this.pcid !== 0) this.invalidateAt(hi, lo, 0, this.pcid, true);
   }
 
   /** INVPCID type 0: one address in one PCID (non-global entries only). */
-  invalidateAddress(hi: number, lo: number, pcid: number, alsoGlobal: boolean): void {
-    const slots = [this.slot4k(hi, lo), this.slot2m(hi, lo), this.slot1g(hi, lo)];
+  invalidateAddress(hi: number, lo: number, pcid: number): void {
+    this.invalidateAt(hi, lo, pcid & 0xfff, pcid & 0xfff, false);
+  }
+
+  /** Drop the entries for the address in the slots salted with `salt`, of `pcid` (and global ones if asked). */
+  private invalidateAt(hi: number, lo: number, salt: number, pcid: number, alsoGlobal: boolean): void {
+    const slots = [this.slot4k(hi, lo, salt), this.slot2m(hi, lo, salt), this.slot1g(hi, lo, salt)];
     const vpns = [lo >>> 12, lo >>> 21, lo >>> 30];
     for (let k = 0; k < 3; k++) {
       const s = slots[k];

@@ -18,13 +18,15 @@
  *     and, for a write, the dirty flag of the leaf. A faulting walk writes nothing.
  */
 
-import { isCanonical, type PagingLevels } from "./address.js";
+import { isCanonical, type PagingLevels, tableIndex } from "./address.js";
 import type { PhysicalMemory } from "./memory.js";
 import {
+  entryFrame,
   HI_ADDR_MASK,
   HI_NX,
   HI_PK_MASK,
   HI_PK_SHIFT,
+  type Level,
   LO_A,
   LO_D,
   LO_G,
@@ -67,19 +69,17 @@ export const PERM_G = 1 << 8; // global leaf (only when CR4.PGE = 1)
 export const PERM_PK_SHIFT = 12; // protection key of the leaf, bits 12–15
 
 /**
- * The processor state a walk depends on. Plain fields so the walker reads
- * them directly; `Cpu` keeps one of these in step with its registers.
+ * The processor state a walk depends on. `Cpu` keeps one of these in step
+ * with its registers. Setting a field that decides access rights (WP, SMEP,
+ * SMAP, AC, NXE) rebuilds `faultTable`, the precomputed answer of
+ * `rightsFault` for every (access, effective rights) pair, so the TLB-hit
+ * path checks rights with one table load (as KVM's `permissions[]` does).
  */
 export class PagingMode {
   /** Frame of the top-level table (CR3 bits 51:12). */
   rootFrame = 0;
   /** 4-level or 5-level (CR4.LA57). */
   levels: PagingLevels = 4;
-  nxe = true; // EFER.NXE
-  wp = true; // CR0.WP
-  smep = false; // CR4.SMEP
-  smap = false; // CR4.SMAP
-  ac = false; // RFLAGS.AC
   pke = false; // CR4.PKE
   pks = false; // CR4.PKS
   pkru = 0;
@@ -87,39 +87,125 @@ export class PagingMode {
   pge = false; // CR4.PGE
   /** CPUID.80000001H:EDX.Page1GB. */
   gbPages = true;
+  /** #PF error code (0 = allowed) by `rightsIndex(perm, access)`, protection keys aside. */
+  readonly faultTable = new Uint8Array(128);
+
+  private _nxe = true;
+  private _wp = true;
+  private _smep = false;
+  private _smap = false;
+  private _ac = false;
+
+  constructor() {
+    this.rebuild();
+  }
+
+  /** EFER.NXE */
+  get nxe(): boolean {
+    return this._nxe;
+  }
+  set nxe(v: boolean) {
+    if (v !== this._nxe) {
+      this._nxe = v;
+      this.rebuild();
+    }
+  }
+  /** CR0.WP */
+  get wp(): boolean {
+    return this._wp;
+  }
+  set wp(v: boolean) {
+    if (v !== this._wp) {
+      this._wp = v;
+      this.rebuild();
+    }
+  }
+  /** CR4.SMEP */
+  get smep(): boolean {
+    return this._smep;
+  }
+  set smep(v: boolean) {
+    if (v !== this._smep) {
+      this._smep = v;
+      this.rebuild();
+    }
+  }
+  /** CR4.SMAP */
+  get smap(): boolean {
+    return this._smap;
+  }
+  set smap(v: boolean) {
+    if (v !== this._smap) {
+      this._smap = v;
+      this.rebuild();
+    }
+  }
+  /** RFLAGS.AC */
+  get ac(): boolean {
+    return this._ac;
+  }
+  set ac(v: boolean) {
+    if (v !== this._ac) {
+      this._ac = v;
+      this.rebuild();
+    }
+  }
+
+  private rebuild(): void {
+    for (let a = 0; a < 16; a++) {
+      const access = ((a & 3) << 1) | ((a & 4) << 2) | ((a & 8) << 5);
+      for (let p = 0; p < 8; p++) this.faultTable[(a << 3) | p] = rightsFault(p << 1, access, this);
+    }
+  }
+}
+
+/** Index into `PagingMode.faultTable`: access kind (write, user, fetch, implicit) and rights (W, U, NX). */
+function rightsIndex(perm: number, access: number): number {
+  return ((((access >>> 1) & 3) | ((access >>> 2) & 4) | ((access >>> 5) & 8)) << 3) | ((perm >>> 1) & 7);
 }
 
 /**
- * Does `access` violate the effective permissions `perm` under `m`?
- * Returns the #PF error code (always with P=1) or 0 when the access is allowed.
+ * The architectural rule (SDM §4.6) for R/W, U/S and XD with CR0.WP,
+ * CR4.SMEP, CR4.SMAP and RFLAGS.AC: the #PF error code, or 0 if allowed.
+ * `accessFault` answers the same from the precomputed table, plus keys.
  */
-export function accessFault(perm: number, access: number, m: PagingMode): number {
+export function rightsFault(perm: number, access: number, m: PagingMode): number {
   const user = (access & ACC_USER) !== 0;
   const write = (access & ACC_WRITE) !== 0;
   const fetch = (access & ACC_FETCH) !== 0;
   const userPage = (perm & PERM_U) !== 0;
-  let bad = false;
+  let bad: boolean;
   if (user) {
     bad = !userPage || (write && (perm & PERM_W) === 0) || (fetch && (perm & PERM_NX) !== 0);
   } else if (fetch) {
     bad = (perm & PERM_NX) !== 0 || (userPage && m.smep);
   } else {
     bad =
-      (userPage && m.smap && ((access & ACC_IMPLICIT) !== 0 || !m.ac)) || (write && m.wp && (perm & PERM_W) === 0);
+      (userPage && m.smap && ((access & ACC_IMPLICIT) !== 0 || !m.ac)) ||
+      (write && m.wp && (perm & PERM_W) === 0);
   }
-  let pk = false;
-  if (!fetch && (userPage ? m.pke : m.pks)) {
-    const key = (perm >>> PERM_PK_SHIFT) & 15;
-    const bits = ((userPage ? m.pkru : m.pkrs) >>> (key * 2)) & 3;
-    pk = (bits & 1) !== 0 || (write && (bits & 2) !== 0 && (user || m.wp));
-  }
-  if (!bad && !pk) return 0;
-  return (
-    PF_P |
-    (access & (ACC_WRITE | ACC_USER)) |
-    (fetch && (m.smep || m.nxe) ? PF_I : 0) |
-    (pk ? PF_PK : 0)
-  );
+  return bad ? PF_P | (access & (ACC_WRITE | ACC_USER)) | (fetch && (m.smep || m.nxe) ? PF_I : 0) : 0;
+}
+
+/**
+ * Does `access` violate the effective permissions `perm` under `m`?
+ * Returns the #PF error code (always with P=1) or 0 when the access is allowed.
+ * Protection keys (SDM §4.6.2): data accesses to user pages check PKRU when
+ * CR4.PKE=1, to supervisor pages PKRS when CR4.PKS=1; access-disable denies
+ * any data access, write-disable denies user writes and supervisor writes
+ * when CR0.WP=1.
+ */
+export function accessFault(perm: number, access: number, m: PagingMode): number {
+  const code = m.faultTable[rightsIndex(perm, access)];
+  if ((access & ACC_FETCH) !== 0 || !(m.pke || m.pks)) return code;
+  const userPage = (perm & PERM_U) !== 0;
+  if (!(userPage ? m.pke : m.pks)) return code;
+  const key = (perm >>> PERM_PK_SHIFT) & 15;
+  const bits = ((userPage ? m.pkru : m.pkrs) >>> (key * 2)) & 3;
+  const write = (access & ACC_WRITE) !== 0;
+  const pk = (bits & 1) !== 0 || (write && (bits & 2) !== 0 && ((access & ACC_USER) !== 0 || m.wp));
+  if (!pk) return code;
+  return (code === 0 ? PF_P | (access & (ACC_WRITE | ACC_USER)) : code) | PF_PK;
 }
 
 /** Error code bits that describe the access itself (for non-present and reserved-bit faults). */
@@ -148,12 +234,14 @@ export class PageWalker {
   perm = 0;
   /** Number of entries read. */
   depth = 0;
-  /** Per step (0 = top level): the frame read, the entry index, and the entry as read. */
-  readonly stepFrame = new Float64Array(5);
-  readonly stepIndex = new Uint16Array(5);
+  /** Per step (0 = top level): the entry as read (its frame and index: `stepFrame`, `stepIndex`). */
   readonly stepLo = new Uint32Array(5);
   readonly stepHi = new Uint32Array(5);
-  private readonly stepTable: Uint32Array[] = [];
+  /** The walk's linear address, root frame and levels, for `stepFrame`/`stepIndex`. */
+  private vaHi = 0;
+  private vaLo = 0;
+  private root = 0;
+  private levels: PagingLevels = 4;
 
   private readonly rsvdHi: number;
 
@@ -168,6 +256,10 @@ export class PageWalker {
    */
   walk(m: PagingMode, hi: number, lo: number, access: number): boolean {
     this.depth = 0;
+    this.vaHi = hi;
+    this.vaLo = lo;
+    this.root = m.rootFrame;
+    this.levels = m.levels;
     if (!isCanonical(hi, m.levels)) {
       this.fault = FAULT_GP;
       this.errorCode = 0;
@@ -175,9 +267,12 @@ export class PageWalker {
     }
     const mem = this.mem;
     const rsvdHi = this.rsvdHi | (m.nxe ? 0 : HI_NX);
+    const stepLo = this.stepLo;
+    const stepHi = this.stepHi;
     let level: number = m.levels;
-    let table = m.rootFrame;
+    let t = mem.frame(m.rootFrame);
     let rights = PERM_W | PERM_U;
+    let allAccessed = LO_A;
     let nx = 0;
     let n = 0;
     let elo = 0;
@@ -193,14 +288,10 @@ export class PageWalker {
               : level === 4
                 ? (hi >>> 7) & 511
                 : (hi >>> 16) & 511;
-      const t = mem.frame(table);
       elo = t[idx << 1];
       ehi = t[(idx << 1) | 1];
-      this.stepTable[n] = t;
-      this.stepFrame[n] = table;
-      this.stepIndex[n] = idx;
-      this.stepLo[n] = elo;
-      this.stepHi[n] = ehi;
+      stepLo[n] = elo;
+      stepHi[n] = ehi;
       n++;
       if ((elo & LO_P) === 0) {
         this.depth = n;
@@ -208,6 +299,7 @@ export class PageWalker {
       }
       if ((ehi & rsvdHi) !== 0) return this.reservedFault(n, access, m);
       rights &= elo;
+      allAccessed &= elo;
       nx |= ehi;
       if (level === 1) {
         this.pageBase = (ehi & HI_ADDR_MASK) * 0x1_0000_0000 + (elo >>> 12) * 0x1000;
@@ -227,7 +319,7 @@ export class PageWalker {
         this.paddr = this.pageBase + (lo & 0x1fffff);
         break;
       }
-      table = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
+      t = mem.frameOfEntry(elo, ehi);
       level--;
     }
     this.depth = n;
@@ -240,12 +332,11 @@ export class PageWalker {
     if (code !== 0) return this.pageFault(code);
     if ((access & ACC_PROBE) === 0) {
       // Set accessed flags on every entry used, then dirty on the leaf for a write.
-      for (let k = 0; k < n; k++) {
-        if ((this.stepLo[k] & LO_A) === 0) this.stepTable[k][this.stepIndex[k] << 1] |= LO_A;
+      for (let k = 0; allAccessed === 0 && k < n; k++) {
+        if ((stepLo[k] & LO_A) === 0) mem.frameForWrite(this.stepFrame(k))[this.stepIndex(k) << 1] |= LO_A;
       }
       if ((access & 2) !== 0) {
-        const t = this.stepTable[n - 1];
-        t[this.stepIndex[n - 1] << 1] |= LO_D;
+        mem.frameForWrite(this.stepFrame(n - 1))[this.stepIndex(n - 1) << 1] |= LO_D;
         perm |= PERM_D;
       }
     }
@@ -265,8 +356,18 @@ export class PageWalker {
     return false;
   }
 
+  /** The frame of the table read at step `k`: the root, or where the previous step's entry points. */
+  stepFrame(k: number): number {
+    return k === 0 ? this.root : entryFrame(this.stepLo[k - 1], this.stepHi[k - 1]);
+  }
+
+  /** The index of the entry read at step `k`. */
+  stepIndex(k: number): number {
+    return tableIndex(this.vaHi, this.vaLo, (this.levels - k) as Level);
+  }
+
   /** The physical address of step `k`'s entry. */
   stepEntryAddress(k: number): number {
-    return this.stepFrame[k] * 4096 + this.stepIndex[k] * 8;
+    return this.stepFrame(k) * 4096 + this.stepIndex(k) * 8;
   }
 }

@@ -48,7 +48,12 @@ export function referenceWalk(mem: RefMemory, cfg: RefConfig, va: bigint, acc: R
 
   const idBit = acc.fetch && (cfg.smep || cfg.nxe);
   const code = (p: boolean, rsvd: boolean, pk: boolean): number =>
-    (p ? 1 : 0) | (acc.write ? 2 : 0) | (acc.user ? 4 : 0) | (rsvd ? 8 : 0) | (idBit ? 16 : 0) | (pk ? 32 : 0);
+    (p ? 1 : 0) |
+    (acc.write ? 2 : 0) |
+    (acc.user ? 4 : 0) |
+    (rsvd ? 8 : 0) |
+    (idBit ? 16 : 0) |
+    (pk ? 32 : 0);
 
   const addrBits = (1n << 52n) - 1n;
   const reservedAddr = addrBits & ~((1n << BigInt(cfg.maxPhysAddr)) - 1n);

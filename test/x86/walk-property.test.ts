@@ -11,7 +11,14 @@ import { describe, expect, it } from "vitest";
 import { Cpu, CR0_WP, CR4_PGE, CR4_PKE, CR4_PKS, CR4_SMAP, CR4_SMEP, EFER_NXE } from "../../src/x86/cpu.js";
 import { PhysicalMemory } from "../../src/x86/memory.js";
 import { ACC_FETCH, ACC_IMPLICIT, ACC_USER, ACC_WRITE, PERM_NX, PERM_U, PERM_W } from "../../src/x86/walk.js";
-import { type RefAccess, type RefConfig, type RefMemory, referenceWalk } from "../helpers/reference-walker.js";
+import {
+  type RefAccess,
+  type RefConfig,
+  type RefMemory,
+  referenceWalk,
+} from "../helpers/reference-walker.js";
+
+type ArbType<A> = A extends fc.Arbitrary<infer T> ? T : never;
 
 /** Table frames live at 1..TABLES; data frames anywhere (lazily allocated). */
 const TABLES = 12;
@@ -78,12 +85,18 @@ const accessArb = fc.record({
   implicit: fc.boolean(),
 });
 
-type Tree = fc.Infer<typeof treeArb>;
+type Tree = ArbType<typeof treeArb>;
 
 function entryValue(e: Tree[number]["entry"]): { lo: number; hi: number } {
   const flags = (e.notPresent ? e.flags & ~1 : e.flags) | (e.ps ? 0x80 : 0);
   const lo = ((e.frame % 0x100000) * 4096 + flags) >>> 0;
-  const hi = (Math.floor(e.frame / 0x100000) | e.highAddr | (e.avlHigh << 20) | (e.pkey << 27) | (e.nx ? 1 << 31 : 0)) >>> 0;
+  const hi =
+    (Math.floor(e.frame / 0x100000) |
+      e.highAddr |
+      (e.avlHigh << 20) |
+      (e.pkey << 27) |
+      (e.nx ? 1 << 31 : 0)) >>>
+    0;
   return { lo, hi };
 }
 
@@ -104,7 +117,7 @@ function refMemory(mem: PhysicalMemory): RefMemory {
 }
 
 /** An address that follows the tree's entries from `root` (so most walks go deep). */
-function vaOf(v: fc.Infer<typeof vaArb>, la57: boolean, tree: Tree, root: number): bigint {
+function vaOf(v: ArbType<typeof vaArb>, la57: boolean, tree: Tree, root: number): bigint {
   const levels = la57 ? 5 : 4;
   let va = BigInt(v.offset);
   let table = root;
@@ -135,57 +148,69 @@ const outcomes: Record<string, number> = { ok: 0, gp: 0, pf0: 0, pf1: 0, pf9: 0 
 describe("page walk vs. reference walker", () => {
   it("agrees on random trees, addresses, accesses and processor state", () => {
     fc.assert(
-      fc.property(treeArb, cfgArb, fc.array(fc.tuple(vaArb, accessArb), { minLength: 4, maxLength: 10 }), (tree, c, probes) => {
-        const model = buildMemory(tree, c.maxPhysAddr);
-        const ref = buildMemory(tree, c.maxPhysAddr);
-        const cpu = new Cpu(model, {
-          la57: c.la57,
-          gbPages: c.gbPages,
-          cr0: (1n << 31n) | (c.wp ? CR0_WP : 0n) | 1n,
-          cr4:
-            (1n << 5n) |
-            (c.pge ? CR4_PGE : 0n) |
-            (c.smep ? CR4_SMEP : 0n) |
-            (c.smap ? CR4_SMAP : 0n) |
-            (c.pke ? CR4_PKE : 0n) |
-            (c.pks ? CR4_PKS : 0n),
-          efer: (1n << 8n) | (1n << 10n) | (c.nxe ? EFER_NXE : 0n),
-        });
-        cpu.setAc(c.ac);
-        cpu.setPkru(c.pkru);
-        cpu.setPkrs(c.pkrs);
-        const cfg: RefConfig = { ...c, cr3: BigInt(c.root * 4096) };
-        for (const [v, a] of probes) {
-          cpu.loadRoot(c.root * 4096); // a fresh TLB for non-global entries
-          cpu.tlb.flushAll();
-          const va = vaOf(v, c.la57, tree, c.root);
-          const acc: RefAccess = {
-            write: a.kind === "write",
-            fetch: a.kind === "fetch",
-            user: a.user,
-            implicit: a.implicit && !a.user,
-          };
-          const access =
-            (acc.write ? ACC_WRITE : 0) | (acc.fetch ? ACC_FETCH : 0) | (acc.user ? ACC_USER : 0) | (acc.implicit ? ACC_IMPLICIT : 0);
-          const expected = referenceWalk(refMemory(ref), cfg, va, acc);
-          const got = cpu.translateVa(va, access);
-          if (expected.kind === "ok") {
-            expect(got).toMatchObject({ ok: true, paddr: Number(expected.pa), pageSize: Number(expected.pageSize) });
-            if (got.ok) {
-              expect((got.perm & PERM_W) !== 0).toBe(expected.writable);
-              expect((got.perm & PERM_U) !== 0).toBe(expected.user);
-              expect((got.perm & PERM_NX) === 0).toBe(expected.executable);
+      fc.property(
+        treeArb,
+        cfgArb,
+        fc.array(fc.tuple(vaArb, accessArb), { minLength: 4, maxLength: 10 }),
+        (tree, c, probes) => {
+          const model = buildMemory(tree, c.maxPhysAddr);
+          const ref = buildMemory(tree, c.maxPhysAddr);
+          const cpu = new Cpu(model, {
+            la57: c.la57,
+            gbPages: c.gbPages,
+            cr0: (1n << 31n) | (c.wp ? CR0_WP : 0n) | 1n,
+            cr4:
+              (1n << 5n) |
+              (c.pge ? CR4_PGE : 0n) |
+              (c.smep ? CR4_SMEP : 0n) |
+              (c.smap ? CR4_SMAP : 0n) |
+              (c.pke ? CR4_PKE : 0n) |
+              (c.pks ? CR4_PKS : 0n),
+            efer: (1n << 8n) | (1n << 10n) | (c.nxe ? EFER_NXE : 0n),
+          });
+          cpu.setAc(c.ac);
+          cpu.setPkru(c.pkru);
+          cpu.setPkrs(c.pkrs);
+          const cfg: RefConfig = { ...c, cr3: BigInt(c.root * 4096) };
+          for (const [v, a] of probes) {
+            cpu.loadRoot(c.root * 4096); // a fresh TLB for non-global entries
+            cpu.tlb.flushAll();
+            const va = vaOf(v, c.la57, tree, c.root);
+            const acc: RefAccess = {
+              write: a.kind === "write",
+              fetch: a.kind === "fetch",
+              user: a.user,
+              implicit: a.implicit && !a.user,
+            };
+            const access =
+              (acc.write ? ACC_WRITE : 0) |
+              (acc.fetch ? ACC_FETCH : 0) |
+              (acc.user ? ACC_USER : 0) |
+              (acc.implicit ? ACC_IMPLICIT : 0);
+            const expected = referenceWalk(refMemory(ref), cfg, va, acc);
+            const got = cpu.translateVa(va, access);
+            if (expected.kind === "ok") {
+              expect(got).toMatchObject({
+                ok: true,
+                paddr: Number(expected.pa),
+                pageSize: Number(expected.pageSize),
+              });
+              if (got.ok) {
+                expect((got.perm & PERM_W) !== 0).toBe(expected.writable);
+                expect((got.perm & PERM_U) !== 0).toBe(expected.user);
+                expect((got.perm & PERM_NX) === 0).toBe(expected.executable);
+              }
+            } else if (expected.kind === "pf") {
+              expect(got).toEqual({ ok: false, vector: 14, errorCode: expected.code, cr2: va });
+            } else {
+              expect(got).toEqual({ ok: false, vector: 13, errorCode: 0, cr2: undefined });
             }
-          } else if (expected.kind === "pf") {
-            expect(got).toEqual({ ok: false, vector: 14, errorCode: expected.code, cr2: va });
-          } else {
-            expect(got).toEqual({ ok: false, vector: 13, errorCode: 0, cr2: undefined });
+            outcomes[expected.kind === "pf" ? `pf${expected.code & 9}` : expected.kind]++;
+            // Same accessed/dirty bits left in every table.
+            for (let t = 1; t <= TABLES; t++) expect(firstDifference(model.frame(t), ref.frame(t))).toBe(-1);
           }
-          outcomes[expected.kind === "pf" ? `pf${expected.code & 9}` : expected.kind]++;
-          // Same accessed/dirty bits left in every table.
-          for (let t = 1; t <= TABLES; t++) expect(firstDifference(model.frame(t), ref.frame(t))).toBe(-1);
-        }
-      }),
+        },
+      ),
       { numRuns: 2000, seed: 0x5eed },
     );
     // The generator must reach every kind of outcome, often.
