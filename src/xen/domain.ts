@@ -1,0 +1,99 @@
+/**
+ * Domains and their virtual CPUs.
+ *
+ * A PV domain's frames are machine frames: Xen keeps no P2M for it. The
+ * guest keeps its own pfn → mfn list, handed over at creation (`p2m`); the
+ * host scatters the frames so that code confusing pfn and mfn fails.
+ *
+ * A 64-bit PV kernel runs in ring 3: every guest mapping is user-accessible
+ * in hardware (Xen sets US on all entries), and kernel/user isolation comes
+ * from two L4s per vCPU — `guestTable` (kernel) and `guestTableUser` — that
+ * Xen switches between on kernel/user transitions.
+ */
+
+import { Cpu } from "../x86/cpu.js";
+import type { PhysicalMemory } from "../x86/memory.js";
+
+export class Vcpu {
+  /** The hardware state (CR3, TLB) of this vCPU. */
+  readonly cpu: Cpu;
+  /** `arch.guest_table`: kernel L4 (mfn), holds 1 general + 1 L4 type ref; 0 = none. */
+  guestTable = 0;
+  /** `arch.guest_table_user`: user L4 (mfn); 0 = none. */
+  guestTableUser = 0;
+  /** Is the vCPU in guest kernel mode (CR3 = guestTable) or user mode (guestTableUser)? */
+  kernelMode = true;
+  ldtBase = 0n;
+  ldtEnts = 0;
+
+  constructor(
+    readonly domain: Domain,
+    readonly id: number,
+    mem: PhysicalMemory,
+  ) {
+    // Xen runs PV guests with CR4.PGE clear when XPTI or PCID is in use; the model keeps PGE off so
+    // that kernel/user base switches flush every translation, as Xen's context switch does.
+    this.cpu = new Cpu(mem, { cr4: 1n << 5n });
+  }
+
+  /** Load CR3 for the current mode's base pointer (flushes non-global TLB entries). */
+  reloadCr3(): void {
+    const base = this.kernelMode ? this.guestTable : this.guestTableUser;
+    this.cpu.loadRoot(base * 4096);
+  }
+
+  /** Enter kernel or user mode, loading that mode's base pointer only if CR3 differs (no needless flush). */
+  enterMode(kernel: boolean): void {
+    this.kernelMode = kernel;
+    this.reloadCr3IfNeeded();
+  }
+
+  reloadCr3IfNeeded(): void {
+    const base = this.kernelMode ? this.guestTable : this.guestTableUser;
+    if (this.cpu.cr3 !== BigInt(base * 4096)) this.cpu.loadRoot(base * 4096);
+  }
+}
+
+export interface DomainOptions {
+  domid: number;
+  privileged?: boolean;
+  /** I/O capabilities: iomem/ioport access (cache_flush_permitted; relaxed L1 cache bits). */
+  io?: boolean;
+  maxPages?: number;
+  vcpus?: number;
+}
+
+export class Domain {
+  readonly domid: number;
+  readonly privileged: boolean;
+  readonly io: boolean;
+  maxPages: number;
+  /** The guest's pfn → mfn list (the P2M a PV guest maintains itself). */
+  readonly p2m: number[] = [];
+  /** `page_list`: the frames the domain owns, in allocation order. */
+  readonly pages = new Set<number>();
+  /** Every frame the domain was ever given (for `check_free` after destruction). */
+  readonly everOwned = new Set<number>();
+  readonly vcpus: Vcpu[] = [];
+  /** `vm_assist` bits. */
+  vmAssist = 0;
+  isDying = false;
+  /** `arch.pv.nr_l4_pages`: validated L4s. */
+  nrL4Pages = 0;
+  /** Frame (owned by Xen) of the per-domain mappings L3, installed in L4 slot 260. */
+  perdomainL3 = 0;
+
+  constructor(opts: DomainOptions, mem: PhysicalMemory) {
+    this.domid = opts.domid;
+    this.privileged = opts.privileged ?? false;
+    this.io = opts.io ?? this.privileged;
+    this.maxPages = opts.maxPages ?? Number.MAX_SAFE_INTEGER;
+    const n = opts.vcpus ?? 1;
+    for (let i = 0; i < n; i++) this.vcpus.push(new Vcpu(this, i, mem));
+  }
+
+  /** Is vm_assist `type` on? (Type 32, m2p_strict, is kept in bit 31.) */
+  vmAssisted(type: number): boolean {
+    return ((this.vmAssist >>> (type === 32 ? 31 : type)) & 1) !== 0;
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * The frame table: Xen's `struct page_info` for every machine frame, as
+ * structure-of-arrays indexed by MFN (asm/mm.h). Typed arrays are
+ * zero-filled by the allocator and committed by the OS page by page, so a
+ * 256 GiB host costs memory only for the metadata of frames touched.
+ *
+ * Xen packs `count_info` (general count + PGC_* flags) and `type_info`
+ * (type count + PGT_* flags + 3-bit type) into two words; here each field has
+ * its own array, with the same meaning:
+ *  - `count`      general reference count (PGC_count_mask), including the
+ *                 allocation reference while `allocated` is set;
+ *  - `allocated`  PGC_allocated;
+ *  - `type`       the PGT_* type field (0 none … 7 writable);
+ *  - `typeCount`  PGT_count_mask;
+ *  - `flags`      PGT_validated, PGT_pinned, PGT_partial;
+ *  - `linear`     linear_pt_count (int16): +entries to other same-level
+ *                 tables this table holds, −uses of this table by others;
+ *  - `tableUses`  for the `split-count` linear policy: same-level entries
+ *                 elsewhere using this table as a table one level down;
+ *  - `owner`      the owning domain + 1 (0 = none);
+ *  - `m2p`        the machine-to-phys entry, 64-bit, as two halves.
+ */
+
+export const F_VALIDATED = 1;
+export const F_PINNED = 2;
+export const F_PARTIAL = 4;
+
+export class FrameTable {
+  readonly owner: Int32Array;
+  readonly count: Uint32Array;
+  readonly allocated: Uint8Array;
+  readonly type: Uint8Array;
+  readonly typeCount: Uint32Array;
+  readonly flags: Uint8Array;
+  readonly linear: Int16Array;
+  readonly tableUses: Int32Array;
+  readonly m2pLo: Uint32Array;
+  readonly m2pHi: Uint32Array;
+
+  constructor(readonly frames: number) {
+    this.owner = new Int32Array(frames);
+    this.count = new Uint32Array(frames);
+    this.allocated = new Uint8Array(frames);
+    this.type = new Uint8Array(frames);
+    this.typeCount = new Uint32Array(frames);
+    this.flags = new Uint8Array(frames);
+    this.linear = new Int16Array(frames);
+    this.tableUses = new Int32Array(frames);
+    this.m2pLo = new Uint32Array(frames);
+    this.m2pHi = new Uint32Array(frames);
+  }
+
+  /** Owner domid, or -1 for none. */
+  ownerOf(mfn: number): number {
+    return this.owner[mfn] - 1;
+  }
+
+  /** Is `mfn` a frame of this host's RAM (`mfn_valid`)? */
+  valid(mfn: number): boolean {
+    return mfn >= 0 && mfn < this.frames;
+  }
+}

@@ -1,0 +1,282 @@
+/**
+ * A host running Xen: machine memory, the frame table, the M2P, domains, and
+ * the frame allocator. The hypercalls themselves live in mmu.ts (mmu_update,
+ * update_va_mapping), mmuext.ts (mmuext_op) and multicall.ts; the reference
+ * counting core in mm.ts.
+ *
+ * Frames 0..255 (the first MiB) belong to DOMID_IO, as Xen assigns them at
+ * boot; a few frames belong to DOMID_XEN (what Xen installs in L4 slots
+ * 256–271). Guest frames come from a deterministic scatter over all of RAM
+ * (an additive sequence with a stride coprime to the frame count), so a
+ * guest's pfns and mfns never line up.
+ */
+
+import { PhysicalMemory } from "../x86/memory.js";
+import { DOMID_IO, DOMID_SELF, DOMID_XEN, ESRCH } from "./abi.js";
+import { type AccessKind, type AccessResult, guestAccess } from "./access.js";
+import { type AuditReport, audit } from "./audit.js";
+import { Domain, type DomainOptions, type Vcpu } from "./domain.js";
+import { FrameTable } from "./frametable.js";
+import { getPgOwner, type HypercallResult, type MmuUpdateReq, mmuUpdate, updateVaMapping } from "./mmu.js";
+import { type MmuextOp, mmuextOp } from "./mmuext.js";
+import { type MulticallEntry, multicall, vmAssist } from "./multicall.js";
+import { destroyDomain } from "./teardown.js";
+
+export type LinearPolicy = "xen" | "self-only" | "split-count";
+
+export interface HostOptions {
+  /** Machine memory in MiB (default 256). A 256 GiB host costs only what is touched. */
+  memoryMiB?: number;
+  /** Xen's `pv-linear-pt` (default true): allow linear (recursive) page-table entries at all. */
+  pvLinearPt?: boolean;
+  /**
+   * Which linear page-table rule applies when `pvLinearPt` is on:
+   *  - "xen" (default): Xen's current rules — read-only, same level, same domain, one hop
+   *    (a table may contain linear entries or be the target of some, not both), self-maps
+   *    hold no reference, other targets hold a type reference;
+   *  - "self-only": the 2004 rule — a table may map only itself;
+   *  - "split-count": seed 000's second proposal — uses of a table as a directory and as a
+   *    table one level down are counted apart, so a directory others still map linearly
+   *    can be reused as a table one level down once nothing uses it as a directory.
+   */
+  linearPolicy?: LinearPolicy;
+  /** A debug build of Xen: `_PAGE_GNTTAB` (bit 62) is reserved in L1 entries. Default false. */
+  debugBuild?: boolean;
+}
+
+/** Frames of the first MiB, owned by DOMID_IO. */
+export const IO_FRAMES = 256;
+
+export class Host {
+  readonly mem: PhysicalMemory;
+  readonly frames: FrameTable;
+  readonly domains = new Map<number, Domain>();
+  readonly pvLinearPt: boolean;
+  readonly linearPolicy: LinearPolicy;
+  readonly debugBuild: boolean;
+  /** Xen-owned frames installed in every validated L4's Xen slots. */
+  readonly xenSlotFrames: number[] = [];
+  readonly roM2pL3: number;
+  /** `dom_xen`, owner of Xen's frames (a pseudo-domain with no vCPUs). */
+  readonly domXen: Domain;
+
+  private readonly freeList: number[] = [];
+  private cursor: number;
+  private readonly stride: number;
+  private scanned = 0;
+  /** Frames handed out since boot by the scatter (for `allocFrame`'s termination). */
+  private readonly total: number;
+
+  constructor(opts: HostOptions = {}) {
+    const mib = opts.memoryMiB ?? 256;
+    if (!Number.isInteger(mib) || mib < 8 || mib > 64 * 1024 * 1024) {
+      throw new RangeError(`host memory must be a whole number of MiB from 8 to 67108864, got ${mib}`);
+    }
+    this.mem = new PhysicalMemory({ sizeBytes: mib * 2 ** 20 });
+    this.frames = new FrameTable(this.mem.frameCount);
+    this.pvLinearPt = opts.pvLinearPt ?? true;
+    this.linearPolicy = opts.linearPolicy ?? "xen";
+    this.debugBuild = opts.debugBuild ?? false;
+    this.total = this.frames.frames;
+    this.stride = coprimeStride(this.total);
+    this.cursor = IO_FRAMES;
+    const f = this.frames;
+    for (let m = 0; m < IO_FRAMES; m++) {
+      f.owner[m] = DOMID_IO + 1;
+      f.count[m] = 1;
+      f.allocated[m] = 1;
+      f.m2pLo[m] = 0xffffffff;
+      f.m2pHi[m] = 0xffffffff;
+    }
+    this.domXen = new Domain({ domid: DOMID_XEN, vcpus: 0 }, this.mem);
+    this.roM2pL3 = this.allocXenFrame();
+    for (let s = 0; s < 16; s++) this.xenSlotFrames.push(this.allocXenFrame());
+  }
+
+  private allocXenFrame(): number {
+    const m = this.allocFrame();
+    const f = this.frames;
+    f.owner[m] = DOMID_XEN + 1;
+    f.count[m] = 1;
+    f.allocated[m] = 1;
+    f.m2pLo[m] = 0xffffffff;
+    f.m2pHi[m] = 0xffffffff;
+    return m;
+  }
+
+  /** A free frame, or -1 when memory is exhausted. Deterministic. */
+  allocFrame(): number {
+    const f = this.frames;
+    const fromList = this.freeList.pop();
+    if (fromList !== undefined) return fromList;
+    while (this.scanned < this.total) {
+      const m = this.cursor;
+      this.cursor += this.stride;
+      if (this.cursor >= this.total) this.cursor -= this.total;
+      this.scanned++;
+      if (m >= IO_FRAMES && f.owner[m] === 0) return m;
+    }
+    return -1;
+  }
+
+  /** Create a domain whose pfns 0..pages-1 are populated with scattered frames. */
+  createDomain(opts: DomainOptions & { pages?: number }): Domain {
+    if (!Number.isInteger(opts.domid) || opts.domid < 0 || opts.domid >= 0x7ff0) {
+      throw new RangeError(`domid must be an integer from 0 to 0x7fef, got ${opts.domid}`);
+    }
+    if (this.domains.has(opts.domid)) throw new RangeError(`domain ${opts.domid} already exists`);
+    const pages = opts.pages ?? 0;
+    if (!Number.isInteger(pages) || pages < 0)
+      throw new RangeError(`pages must be a whole number, got ${pages}`);
+    if (this.freeFrames() < pages + 1) throw new RangeError(`not enough free memory for ${pages} pages`);
+    const d = new Domain(opts, this.mem);
+    d.perdomainL3 = this.allocXenFrame();
+    this.domains.set(d.domid, d);
+    for (let pfn = 0; pfn < pages; pfn++) this.assignPage(d, this.allocFrame(), pfn);
+    return d;
+  }
+
+  /** Frames still free (for checks; not a scan). */
+  freeFrames(): number {
+    return this.freeList.length + (this.total - this.scanned);
+  }
+
+  /** Give frame `mfn` to `d` as its pfn `pfn` (`guest_physmap_add_page` + `assign_pages`). */
+  assignPage(d: Domain, mfn: number, pfn: number): void {
+    const f = this.frames;
+    this.mem.zeroFrame(mfn);
+    f.owner[mfn] = d.domid + 1;
+    f.count[mfn] = 1; // the allocation reference
+    f.allocated[mfn] = 1;
+    f.type[mfn] = 0;
+    f.typeCount[mfn] = 0;
+    f.flags[mfn] = 0;
+    f.linear[mfn] = 0;
+    f.tableUses[mfn] = 0;
+    f.m2pLo[mfn] = pfn >>> 0;
+    f.m2pHi[mfn] = Math.floor(pfn / 2 ** 32);
+    d.pages.add(mfn);
+    d.p2m[pfn] = mfn;
+    d.everOwned.add(mfn);
+  }
+
+  /** The frame's last reference went: free it to the heap (`free_domheap_page`). */
+  freePage(mfn: number): void {
+    const f = this.frames;
+    const owner = f.ownerOf(mfn);
+    this.domains.get(owner)?.pages.delete(mfn);
+    f.owner[mfn] = 0;
+    f.allocated[mfn] = 0;
+    f.type[mfn] = 0;
+    f.typeCount[mfn] = 0;
+    f.flags[mfn] = 0;
+    f.linear[mfn] = 0;
+    f.tableUses[mfn] = 0;
+    f.m2pLo[mfn] = 0xffffffff;
+    f.m2pHi[mfn] = 0xffffffff;
+    this.mem.zeroFrame(mfn);
+    this.freeList.push(mfn);
+  }
+
+  domain(domid: number): Domain | undefined {
+    return this.domains.get(domid);
+  }
+
+  /** The domain, or a RangeError naming it (for the API edge). */
+  private dom(domid: number): Domain {
+    const d = this.domains.get(domid);
+    if (!d) throw new RangeError(`no domain ${domid}`);
+    return d;
+  }
+
+  private vcpu(domid: number, vcpu: number): Vcpu {
+    const v = this.dom(domid).vcpus[vcpu];
+    if (!v) throw new RangeError(`domain ${domid} has no vCPU ${vcpu}`);
+    return v;
+  }
+
+  // ---- hypercalls, issued by a domain's vCPU ----
+
+  mmuUpdate(domid: number, reqs: MmuUpdateReq[], foreigndom = DOMID_SELF): HypercallResult {
+    return mmuUpdate(this, this.dom(domid), reqs, foreigndom);
+  }
+
+  mmuextOp(domid: number, ops: MmuextOp[], foreigndom = DOMID_SELF, vcpu = 0): HypercallResult {
+    return mmuextOp(this, this.vcpu(domid, vcpu), ops, foreigndom);
+  }
+
+  updateVaMapping(domid: number, vcpu: number, va: bigint, val: bigint, flags: bigint): number {
+    const v = this.vcpu(domid, vcpu);
+    return updateVaMapping(this, v, va, val, flags, { kind: "domain", d: v.domain });
+  }
+
+  updateVaMappingOtherdomain(
+    domid: number,
+    vcpu: number,
+    va: bigint,
+    val: bigint,
+    flags: bigint,
+    target: number,
+  ): number {
+    const v = this.vcpu(domid, vcpu);
+    const pg = getPgOwner(this, v.domain, target);
+    return typeof pg === "number" ? pg : updateVaMapping(this, v, va, val, flags, pg);
+  }
+
+  vmAssist(domid: number, cmd: number, type: number): number {
+    return vmAssist(this.dom(domid), cmd, type);
+  }
+
+  multicall(domid: number, vcpu: number, calls: MulticallEntry[]): HypercallResult[] {
+    return multicall(this, this.vcpu(domid, vcpu), calls);
+  }
+
+  /** A guest memory access (8 bytes) through the vCPU's MMU; writes may be emulated (ptwr). */
+  access(domid: number, vcpu: number, va: bigint, kind: AccessKind, user = false, value = 0n): AccessResult {
+    return guestAccess(this, this.vcpu(domid, vcpu), va, kind, user, value);
+  }
+
+  /**
+   * The guest writes 8 bytes into its own frame through a writable mapping: possible only
+   * while the frame could be typed writable (type none or writable, or a table with type
+   * count 0). Returns false (nothing written) otherwise.
+   */
+  poke(domid: number, mfn: number, index: number, val: bigint): boolean {
+    const f = this.frames;
+    if (!f.valid(mfn) || f.ownerOf(mfn) !== domid || index < 0 || index > 511) return false;
+    if (f.typeCount[mfn] > 0 && f.type[mfn] !== 0 && f.type[mfn] !== 7) return false;
+    this.mem.write64(mfn * 4096 + index * 8, val);
+    return true;
+  }
+
+  destroyDomain(domid: number): number {
+    const d = this.domains.get(domid);
+    if (!d) return -ESRCH;
+    destroyDomain(this, d);
+    return 0;
+  }
+
+  /** After destruction: every frame the domain had is free with zero counts. */
+  checkFree(everOwned: Iterable<number>): number[] {
+    const f = this.frames;
+    const bad: number[] = [];
+    for (const m of everOwned) if (f.owner[m] !== 0 || f.count[m] !== 0 || f.typeCount[m] !== 0) bad.push(m);
+    return bad;
+  }
+
+  audit(): AuditReport {
+    return audit(this);
+  }
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/** A stride near 0.618·n that is coprime with n, so `k·stride mod n` visits every frame. */
+function coprimeStride(n: number): number {
+  let s = Math.floor(n * 0.6180339887) | 1;
+  while (gcd(s, n) !== 1) s += 2;
+  return s;
+}

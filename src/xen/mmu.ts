@@ -1,0 +1,363 @@
+/**
+ * `HYPERVISOR_mmu_update` (1), `update_va_mapping` (14) and
+ * `update_va_mapping_otherdomain` (22), with `mod_l{1,2,3,4}_entry`,
+ * `get_pg_owner` and the XSM dummy policy's privilege rules.
+ *
+ * Batches stop at the first failing request with no rollback of earlier ones;
+ * `done` counts the requests that completed.
+ */
+
+import { HI_ADDR_MASK, LO_A, LO_D, LO_P, LO_PS, LO_US } from "../x86/pte.js";
+import {
+  DOMID_IO,
+  DOMID_SELF,
+  DOMID_XEN,
+  EFAULT,
+  EINVAL,
+  ENOSYS,
+  EPERM,
+  ESRCH,
+  MMU_MACHPHYS_UPDATE,
+  MMU_NORMAL_PT_UPDATE,
+  MMU_PT_UPDATE_NO_TRANSLATE,
+  MMU_PT_UPDATE_PRESERVE_AD,
+  PGT_l1_page_table,
+  PGT_l4_page_table,
+  PGT_writable_page,
+  UVMF_ALL,
+  UVMF_FLUSHTYPE_MASK,
+  UVMF_INVLPG,
+  UVMF_TLB_FLUSH,
+} from "./abi.js";
+import type { Domain, Vcpu } from "./domain.js";
+import { F_VALIDATED } from "./frametable.js";
+import type { Host } from "./host.js";
+import {
+  adjustL1,
+  fastPathOk,
+  flushDomainTlbs,
+  getPage,
+  getPageFromL1e,
+  getPageFromLne,
+  getPageType,
+  isXenL4Slot,
+  LN_DISALLOW,
+  l1DisallowMask,
+  putPage,
+  putPageFromL1e,
+  putPageFromLne,
+  putPageType,
+} from "./mm.js";
+
+export interface HypercallResult {
+  rc: number;
+  done: number;
+}
+
+/** A page owner named by a domid argument: a domain, DOMID_IO or DOMID_XEN. */
+export type PgOwner = { kind: "domain"; d: Domain } | { kind: "io" } | { kind: "xen" };
+
+/** `get_pg_owner(domid)`: -ESRCH for the caller's own numeric id or an unknown domain. */
+export function getPgOwner(h: Host, caller: Domain, domid: number): PgOwner | number {
+  if (domid === caller.domid) return -ESRCH;
+  if (domid === DOMID_SELF) return { kind: "domain", d: caller };
+  if (domid === DOMID_IO) return { kind: "io" };
+  if (domid === DOMID_XEN) return { kind: "xen" };
+  const d = h.domains.get(domid);
+  return d ? { kind: "domain", d } : -ESRCH;
+}
+
+/** XSM_TARGET under the dummy policy: self, or the control domain. */
+export function xsmTarget(src: Domain, target: PgOwner | Domain): boolean {
+  if ("kind" in target) {
+    if (target.kind === "io") return true;
+    if (target.kind === "xen") return src.privileged;
+    target = target.d;
+  }
+  return src === target || src.privileged;
+}
+
+function pgOwnerDomid(o: PgOwner): number {
+  return o.kind === "domain" ? o.d.domid : o.kind === "io" ? DOMID_IO : DOMID_XEN;
+}
+
+function pgOwnerDomain(h: Host, o: PgOwner): Domain | undefined {
+  return o.kind === "domain" ? o.d : o.kind === "xen" ? h.domXen : undefined;
+}
+
+/** `page_lock` succeeds on a validated frame with type count ≥ 1. */
+function lockable(h: Host, mfn: number): boolean {
+  return (h.frames.flags[mfn] & F_VALIDATED) !== 0 && h.frames.typeCount[mfn] > 0;
+}
+
+export interface MmuUpdateReq {
+  ptr: bigint;
+  val: bigint;
+}
+
+/** `do_mmu_update(reqs, foreigndom)` issued by `caller` (its vCPU `vcpuId`). */
+export function mmuUpdate(
+  h: Host,
+  caller: Domain,
+  reqs: MmuUpdateReq[],
+  foreigndom: number,
+): HypercallResult {
+  const fdId = foreigndom & 0xffff;
+  const pfdField = (foreigndom >>> 16) & 0xffff;
+  let ptOwner: Domain = caller;
+  if (pfdField !== 0) {
+    const d = h.domains.get(pfdField - 1);
+    if (!d) return { rc: -ESRCH, done: 0 };
+    if (d !== caller && d.vcpus.length === 0) return { rc: -EINVAL, done: 0 };
+    ptOwner = d;
+  }
+  const pg = getPgOwner(h, caller, fdId);
+  if (typeof pg === "number") return { rc: pg, done: 0 };
+  let done = 0;
+  let rc = 0;
+  let xsmPtChecked = false;
+  let xsmM2pChecked = false;
+  let flushPfd = false;
+  for (const req of reqs) {
+    const cmd = Number(req.ptr & 7n);
+    if (
+      cmd === MMU_NORMAL_PT_UPDATE ||
+      cmd === MMU_PT_UPDATE_PRESERVE_AD ||
+      cmd === MMU_PT_UPDATE_NO_TRANSLATE
+    ) {
+      if (!xsmPtChecked) {
+        if ((pg.kind !== "io" && !xsmTarget(caller, pg)) || !xsmTarget(caller, ptOwner)) {
+          rc = -EPERM;
+          break;
+        }
+        xsmPtChecked = true;
+      }
+      const r = ptUpdate(h, caller, ptOwner, pg, req, cmd === MMU_PT_UPDATE_PRESERVE_AD);
+      rc = r.rc;
+      if (r.upperLevel) flushPfd = true;
+    } else if (cmd === MMU_MACHPHYS_UPDATE) {
+      rc = machphysUpdate(h, caller, ptOwner, pg, req, xsmM2pChecked);
+      xsmM2pChecked = true;
+    } else rc = -ENOSYS;
+    if (rc !== 0) break;
+    done++;
+  }
+  // XSA-286: L2–L4 changes flush the page-table owner's CPUs at the end of the batch.
+  if (flushPfd) flushDomainTlbs(h, ptOwner.domid);
+  return { rc, done };
+}
+
+function ptUpdate(
+  h: Host,
+  caller: Domain,
+  ptOwner: Domain,
+  pg: PgOwner,
+  req: MmuUpdateReq,
+  preserveAd: boolean,
+): { rc: number; upperLevel: boolean } {
+  const mfn = Number(req.ptr >> 12n);
+  const index = Number((req.ptr & 0xfffn) >> 3n);
+  if (!Number.isSafeInteger(mfn) || !getPage(h, mfn, ptOwner.domid))
+    return { rc: -EINVAL, upperLevel: false };
+  const lo = Number(req.val & 0xffffffffn);
+  const hi = Number((req.val >> 32n) & 0xffffffffn);
+  const f = h.frames;
+  let rc = 0;
+  let upperLevel = false;
+  if (lockable(h, mfn)) {
+    const type = f.type[mfn];
+    if (type === PGT_l1_page_table) {
+      rc = modL1Entry(h, mfn, index, lo, hi, preserveAd, ptOwner, pgOwnerDomain(h, pg), caller);
+    } else if (type >= 2 && type <= PGT_l4_page_table) {
+      if (pgOwnerDomid(pg) !== ptOwner.domid) rc = -EINVAL;
+      else {
+        rc = modLnEntry(h, mfn, index, lo, hi, type, ptOwner, preserveAd);
+        upperLevel = rc === 0;
+      }
+    } else if (type === PGT_writable_page) {
+      rawWrite(h, mfn, index, lo, hi);
+    } else rc = -EINVAL;
+  } else if (getPageType(h, mfn, PGT_writable_page) === 0) {
+    rawWrite(h, mfn, index, lo, hi);
+    putPageType(h, mfn);
+  } else rc = -EINVAL;
+  putPage(h, mfn);
+  return { rc, upperLevel };
+}
+
+function rawWrite(h: Host, mfn: number, index: number, lo: number, hi: number): void {
+  const t = h.mem.frameForWrite(mfn);
+  t[index * 2] = lo;
+  t[index * 2 + 1] = hi;
+}
+
+function machphysUpdate(
+  h: Host,
+  caller: Domain,
+  ptOwner: Domain,
+  pg: PgOwner,
+  req: MmuUpdateReq,
+  checked: boolean,
+): number {
+  if (ptOwner !== caller) return -EPERM;
+  if (!checked && !xsmTarget(caller, pg)) return -EPERM;
+  const mfn = Number(req.ptr >> 12n);
+  const owner = pgOwnerDomid(pg);
+  if (!Number.isSafeInteger(mfn) || !getPage(h, mfn, owner)) return -EINVAL;
+  const v = BigInt.asUintN(64, req.val);
+  h.frames.m2pLo[mfn] = Number(v & 0xffffffffn);
+  h.frames.m2pHi[mfn] = Number(v >> 32n);
+  putPage(h, mfn);
+  return 0;
+}
+
+/**
+ * `mod_l1_entry`: validate and install a new L1 entry; the fast path skips
+ * reference changes when only whitelisted bits change. No TLB flush (the guest must).
+ */
+export function modL1Entry(
+  h: Host,
+  l1mfn: number,
+  index: number,
+  lo: number,
+  hi: number,
+  preserveAd: boolean,
+  l1eOwner: Domain,
+  pgOwner: Domain | undefined,
+  caller: Domain,
+): number {
+  const t = h.mem.frameForWrite(l1mfn);
+  const olo = t[index * 2];
+  const ohi = t[index * 2 + 1];
+  if (preserveAd) lo |= olo & (LO_A | LO_D);
+  if (lo & LO_P) {
+    const [dlo, dhi] = l1DisallowMask(h, l1eOwner);
+    if ((lo & dlo) !== 0 || (hi & dhi) !== 0) return -EINVAL;
+    [lo, hi] = adjustL1(lo, hi);
+    if (fastPathOk(olo, ohi, lo, hi)) {
+      t[index * 2] = lo;
+      t[index * 2 + 1] = hi;
+      return 0;
+    }
+    const rc = getPageFromL1e(h, lo, hi, l1eOwner, pgOwner, caller);
+    if (rc < 0) return rc;
+    lo = (lo ^ rc) >>> 0;
+  }
+  t[index * 2] = lo >>> 0;
+  t[index * 2 + 1] = hi >>> 0;
+  putPageFromL1e(h, olo, ohi, l1eOwner);
+  return 0;
+}
+
+/** `mod_l{2,3,4}_entry`. */
+export function modLnEntry(
+  h: Host,
+  mfn: number,
+  index: number,
+  lo: number,
+  hi: number,
+  level: number,
+  d: Domain,
+  preserveAd: boolean,
+): number {
+  if (level === 4 && isXenL4Slot(index)) return -EINVAL;
+  const t = h.mem.frameForWrite(mfn);
+  const olo = t[index * 2];
+  const ohi = t[index * 2 + 1];
+  if (preserveAd) lo |= olo & (LO_A | LO_D);
+  if (lo & LO_P) {
+    if (lo & LN_DISALLOW) return -EINVAL;
+    lo = (lo | LO_US | (level === 4 ? LO_A : 0)) >>> 0;
+    if (fastPathOk(olo, ohi, lo, hi)) {
+      t[index * 2] = lo;
+      t[index * 2 + 1] = hi >>> 0;
+      return 0;
+    }
+    const rc = getPageFromLne(h, lo, hi, mfn, d, level);
+    if (rc !== 0) return rc;
+  }
+  t[index * 2] = lo >>> 0;
+  t[index * 2 + 1] = hi >>> 0;
+  putPageFromLne(h, olo, ohi, mfn);
+  return 0;
+}
+
+/** `__addr_ok` for 64-bit PV: below 2^47, or at/after the end of Xen's reserved range. */
+export function addrOk(va: bigint): boolean {
+  const v = BigInt.asUintN(64, va);
+  return v < 1n << 47n || v >= 0xffff_8800_0000_0000n;
+}
+
+/**
+ * `map_guest_l1e`: find the L1 entry for `va` through the vCPU's current
+ * (kernel) page tables. Returns [l1 mfn, index] or undefined.
+ */
+export function guestL1e(h: Host, v: Vcpu, va: bigint): [number, number] | undefined {
+  if (!addrOk(va)) return undefined;
+  const root = v.kernelMode ? v.guestTable : v.guestTableUser;
+  if (root === 0) return undefined;
+  const u = BigInt.asUintN(64, va);
+  let table = root;
+  for (let level = 4; level >= 2; level--) {
+    const idx = Number((u >> BigInt(12 + 9 * (level - 1))) & 511n);
+    const t = h.mem.frame(table);
+    const lo = t[idx * 2];
+    const hi = t[idx * 2 + 1];
+    if ((lo & LO_P) === 0 || (level <= 3 && lo & LO_PS)) return undefined;
+    table = (hi & HI_ADDR_MASK) * 0x10_0000 + (lo >>> 12);
+  }
+  return [table, Number((u >> 12n) & 511n)];
+}
+
+/** `update_va_mapping(va, val, flags)` (pgOwner = caller) and `_otherdomain` (pgOwner = named). */
+export function updateVaMapping(
+  h: Host,
+  v: Vcpu,
+  va: bigint,
+  val: bigint,
+  flags: bigint,
+  pg: PgOwner,
+): number {
+  const caller = v.domain;
+  if (!xsmTarget(caller, pg)) return -EPERM;
+  const at = guestL1e(h, v, va);
+  if (!at) return -EINVAL;
+  const [l1mfn, index] = at;
+  if (!getPage(h, l1mfn, caller.domid)) return -EINVAL;
+  if (!lockable(h, l1mfn) || h.frames.type[l1mfn] !== PGT_l1_page_table) {
+    putPage(h, l1mfn);
+    return -EINVAL;
+  }
+  const lo = Number(val & 0xffffffffn);
+  const hi = Number((val >> 32n) & 0xffffffffn);
+  const rc = modL1Entry(h, l1mfn, index, lo, hi, false, caller, pgOwnerDomain(h, pg), caller);
+  putPage(h, l1mfn);
+  if (rc !== 0) return rc;
+  const kind = Number(flags & BigInt(UVMF_FLUSHTYPE_MASK));
+  const target = flags & ~BigInt(UVMF_FLUSHTYPE_MASK);
+  let vcpus: Vcpu[];
+  if (target === 0n) vcpus = [v];
+  else if (target === BigInt(UVMF_ALL)) vcpus = caller.vcpus;
+  else {
+    // UVMF_MULTI: a guest pointer to a vCPU bitmap. The PTE is already updated.
+    const mask = readGuestU64(h, v, target);
+    if (mask === undefined) return -EFAULT;
+    vcpus = caller.vcpus.filter((c) => c.id < 64 && (mask >> BigInt(c.id)) & 1n);
+  }
+  for (const c of vcpus) {
+    if (kind === UVMF_TLB_FLUSH) c.cpu.tlb.flushAll();
+    else if (kind === UVMF_INVLPG) c.cpu.invlpg(va);
+  }
+  return 0;
+}
+
+/** Read 8 bytes of guest memory as Xen's copy_from_guest would (kernel view); undefined on a fault. */
+export function readGuestU64(h: Host, v: Vcpu, va: bigint): bigint | undefined {
+  if ((va & 7n) !== 0n || !addrOk(va)) return undefined;
+  v.reloadCr3IfNeeded();
+  const r = v.cpu.translateVa(va, 4 /* user-mode access: PV kernels run in ring 3 */);
+  if (!r.ok) return undefined;
+  return h.mem.read64(r.paddr);
+}
+
+export { LO_US };

@@ -1,0 +1,55 @@
+/**
+ * Domain destruction (`domain_relinquish_resources`, `relinquish_memory`),
+ * in Xen's order for a PV domain:
+ *  1. each vCPU's base pointers drop their refs (kernel, then user);
+ *  2. passes over the page list for L4, L3, L2: every pass clears any pin
+ *     (whatever its level), drops the allocation reference, and force-
+ *     devalidates tables of the pass's type without touching their type
+ *     count — which breaks linear (circular) references; L1s lose their type
+ *     refs when the L2s above them are demoted.
+ * Frames still referenced from elsewhere (foreign mappings) survive until
+ * those go; the domain is kept as a zombie until then.
+ */
+
+import { PGT_l2_page_table, PGT_l3_page_table, PGT_l4_page_table } from "./abi.js";
+import type { Domain } from "./domain.js";
+import { F_PINNED, F_VALIDATED } from "./frametable.js";
+import type { Host } from "./host.js";
+import { devalidate, getPage, putPage, putPageAndType } from "./mm.js";
+
+export function destroyDomain(h: Host, d: Domain): void {
+  d.isDying = true;
+  for (const v of d.vcpus) {
+    const k = v.guestTable;
+    const u = v.guestTableUser;
+    v.guestTable = 0;
+    v.guestTableUser = 0;
+    v.cpu.loadRoot(0);
+    v.cpu.tlb.flushAll();
+    if (k !== 0) putPageAndType(h, k);
+    if (u !== 0) putPageAndType(h, u);
+  }
+  const f = h.frames;
+  for (const type of [PGT_l4_page_table, PGT_l3_page_table, PGT_l2_page_table]) {
+    for (const mfn of [...d.pages]) {
+      if (!getPage(h, mfn, d.domid)) continue;
+      if (f.flags[mfn] & F_PINNED) {
+        f.flags[mfn] &= ~F_PINNED;
+        putPageAndType(h, mfn);
+      }
+      if (f.allocated[mfn]) {
+        f.allocated[mfn] = 0;
+        putPage(h, mfn);
+      }
+      if (f.type[mfn] === type && f.flags[mfn] & F_VALIDATED) {
+        f.flags[mfn] &= ~F_VALIDATED;
+        devalidate(h, mfn, type);
+      }
+      putPage(h, mfn);
+    }
+  }
+  if (d.pages.size === 0) {
+    putPage(h, d.perdomainL3);
+    h.domains.delete(d.domid);
+  }
+}
