@@ -9,5 +9,10 @@ if (!existsSync(entry)) {
   );
   process.exit(2);
 }
+// A closed pipe (e.g. `| head`) ends the output quietly.
+process.stdout.on("error", (e) => {
+  if (e.code === "EPIPE") process.exit(process.exitCode ?? 0);
+  throw e;
+});
 const { main } = await import(entry.href);
 process.exitCode = await main(process.argv.slice(2));

@@ -8,15 +8,20 @@ import { Command, CommanderError } from "commander";
 import { AddressSyntaxError } from "../x86/address.js";
 import { registerDump } from "./dump.js";
 import { UsageError } from "./errors.js";
+import { registerReplay } from "./replay.js";
 import { runTour } from "./tour.js";
 
-export function buildProgram(out: (s: string) => void = (s) => process.stdout.write(s)): Command {
+export function buildProgram(
+  out: (s: string) => void = (s) => process.stdout.write(s),
+  setExit: (code: number) => void = () => {},
+): Command {
   const program = new Command();
   program
     .name("pvmmu")
     .description(
       "An executable model of Xen-style paravirtualized x86-64 memory management:\n" +
-        "the x86-64 MMU (4- and 5-level paging, TLB), and tools for real memory dumps.",
+        "the x86-64 MMU (4- and 5-level paging, TLB), Xen's PV MMU (reference counts, validation,\n" +
+        "pinning, the MMU hypercalls), scenario replay, and tools for real memory dumps.",
     )
     .version("0.1.0")
     .showHelpAfterError("(run with --help for usage)")
@@ -29,6 +34,7 @@ export function buildProgram(out: (s: string) => void = (s) => process.stdout.wr
     .action((o: { json?: boolean }) => runTour(out, o.json ?? false));
 
   registerDump(program, out);
+  registerReplay(program, out, setExit);
   for (const c of program.commands) {
     c.exitOverride();
     for (const s of c.commands) s.exitOverride();
@@ -45,7 +51,10 @@ const processIo: Io = { out: (s) => process.stdout.write(s), err: (s) => process
 
 /** Run the CLI on `argv` (without the node and script names); returns the exit code. */
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
-  const program = buildProgram(io.out);
+  let exitCode = 0;
+  const program = buildProgram(io.out, (c) => {
+    exitCode = c;
+  });
   program.configureOutput({ writeOut: io.out, writeErr: io.err });
   for (const c of program.commands) {
     c.configureOutput({ writeOut: io.out, writeErr: io.err });
@@ -53,7 +62,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   }
   try {
     await program.parseAsync(argv, { from: "user" });
-    return 0;
+    return exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version exit 0; usage errors (already printed by commander) exit 2.

@@ -1,0 +1,395 @@
+/**
+ * Running scenarios against a fresh Host. Every line is checked against the
+ * host state first (frames, domains exist) — a file with a malformed line is
+ * refused before anything runs — then executed in order; each `expect` is
+ * compared with what happened. The auditor runs after the last line.
+ * The format is documented in docs/scenarios.md.
+ */
+
+import {
+  __HYPERVISOR_mmu_update,
+  __HYPERVISOR_mmuext_op,
+  __HYPERVISOR_update_va_mapping,
+  __HYPERVISOR_vm_assist,
+  DOMID_IO,
+  DOMID_SELF,
+  DOMID_XEN,
+  MMUEXT,
+  PGT_NAMES,
+} from "../xen/abi.js";
+import { F_PINNED, F_VALIDATED } from "../xen/frametable.js";
+import { Host, type HostOptions, type LinearPolicy } from "../xen/host.js";
+import type { MmuextOp } from "../xen/mmuext.js";
+import type { MulticallEntry } from "../xen/multicall.js";
+import { parseScenario, ScenarioError, type ScenarioLine, toBig, toNum } from "./parse.js";
+
+export interface LineResult {
+  line: number;
+  op: string;
+  ok: boolean;
+  expected?: unknown;
+  actual?: unknown;
+}
+
+export interface ScenarioResult {
+  ok: boolean;
+  lines: LineResult[];
+  failures: LineResult[];
+  audit: { ok: boolean; problems: string[] };
+}
+
+type Obj = Record<string, unknown>;
+
+const hex = (b: bigint) => `0x${BigInt.asUintN(64, b).toString(16)}`;
+
+class Runner {
+  host: Host;
+  constructor(opts: HostOptions) {
+    this.host = new Host(opts);
+  }
+
+  /** A frame reference: {"dom":D,"pfn":P} | {"mfn":M} | a number/string (raw mfn). */
+  frame(v: unknown, ln: number, dom: number | undefined, what = "frame"): number {
+    if (v !== null && typeof v === "object") {
+      const o = v as Obj;
+      if ("mfn" in o) return toNum(o.mfn, `${what}.mfn`, ln);
+      if ("free" in o) {
+        // The n-th free frame counting down from the top of memory (n = 0: the highest).
+        let n = toNum(o.free, `${what}.free`, ln);
+        const f = this.host.frames;
+        for (let m = f.frames - 1; m >= 0; m--) if (f.owner[m] === 0 && n-- === 0) return m;
+        throw new ScenarioError(ln, `${what}: not that many free frames`);
+      }
+      if ("pfn" in o) {
+        const d = o.dom !== undefined ? toNum(o.dom, `${what}.dom`, ln) : dom;
+        if (d === undefined) throw new ScenarioError(ln, `${what} needs "dom"`);
+        const domain = this.host.domain(d);
+        if (!domain) throw new ScenarioError(ln, `${what}: no domain ${d}`);
+        const pfn = toNum(o.pfn, `${what}.pfn`, ln);
+        const mfn = domain.p2m[pfn];
+        if (mfn === undefined) throw new ScenarioError(ln, `${what}: domain ${d} has no pfn ${pfn}`);
+        return mfn;
+      }
+      throw new ScenarioError(ln, `${what} must be {"dom","pfn"}, {"mfn"} or a number`);
+    }
+    return toNum(v, what, ln);
+  }
+
+  /** A value: {"pfn"|"mfn", "flags"} → (mfn << 12) | flags; else a raw 64-bit value. */
+  value(v: unknown, ln: number, dom: number | undefined, what = "val"): bigint {
+    if (v !== null && typeof v === "object") {
+      const o = v as Obj;
+      const mfn = this.frame(o, ln, dom, what);
+      const flags = o.flags === undefined ? 0n : toBig(o.flags, `${what}.flags`, ln);
+      return BigInt.asUintN(64, (BigInt(mfn) << 12n) | flags);
+    }
+    return BigInt.asUintN(64, toBig(v, what, ln));
+  }
+
+  /** An entry pointer: {"pfn"|"mfn", "index", "cmd"?} → machine address | cmd; else raw. */
+  pointer(v: unknown, ln: number, dom: number | undefined): bigint {
+    if (v !== null && typeof v === "object") {
+      const o = v as Obj;
+      const mfn = this.frame(o, ln, dom, "ptr");
+      const index = o.index === undefined ? 0n : toBig(o.index, "ptr.index", ln);
+      const cmd = o.cmd === undefined ? 0n : toBig(o.cmd, "ptr.cmd", ln);
+      return (BigInt(mfn) << 12n) + 8n * index + cmd;
+    }
+    return BigInt.asUintN(64, toBig(v, "ptr", ln));
+  }
+
+  foreigndom(o: Obj, ln: number): number {
+    let fd: number;
+    const v = o.foreigndom ?? "self";
+    if (v === "self") fd = DOMID_SELF;
+    else if (v === "io") fd = DOMID_IO;
+    else if (v === "xen") fd = DOMID_XEN;
+    else fd = toNum(v, "foreigndom", ln);
+    if (o.pfd !== undefined) fd = (fd & 0xffff) | ((toNum(o.pfd, "pfd", ln) + 1) << 16);
+    return fd >>> 0;
+  }
+
+  dom(o: Obj, ln: number): number {
+    if (o.dom === undefined) throw new ScenarioError(ln, 'missing "dom"');
+    const d = toNum(o.dom, "dom", ln);
+    if (!this.host.domain(d)) throw new ScenarioError(ln, `no domain ${d}`);
+    return d;
+  }
+
+  mmuextOps(o: Obj, ln: number, dom: number): MmuextOp[] {
+    if (!Array.isArray(o.ops)) throw new ScenarioError(ln, '"ops" must be an array');
+    return o.ops.map((x: unknown) => {
+      const op = x as Obj;
+      const cmdv = op.cmd;
+      const cmd =
+        typeof cmdv === "string" && cmdv in MMUEXT
+          ? MMUEXT[cmdv as keyof typeof MMUEXT]
+          : toNum(cmdv, "cmd", ln);
+      const r: MmuextOp = { cmd };
+      if (op.mfn !== undefined) r.arg1 = BigInt(this.frame(op.mfn, ln, dom, "mfn"));
+      if (op.linear_addr !== undefined) r.arg1 = toBig(op.linear_addr, "linear_addr", ln);
+      if (op.nr_ents !== undefined) r.arg2 = toBig(op.nr_ents, "nr_ents", ln);
+      if (op.src_mfn !== undefined) r.arg2 = BigInt(this.frame(op.src_mfn, ln, dom, "src_mfn"));
+      if (op.vcpumask !== undefined) r.arg2 = toBig(op.vcpumask, "vcpumask", ln);
+      return r;
+    });
+  }
+
+  mmuReqs(o: Obj, ln: number, dom: number) {
+    if (!Array.isArray(o.reqs)) throw new ScenarioError(ln, '"reqs" must be an array');
+    return o.reqs.map((x: unknown) => {
+      const r = x as Obj;
+      return { ptr: this.pointer(r.ptr, ln, dom), val: this.value(r.val, ln, dom) };
+    });
+  }
+
+  /** Execute one line; returns the actual result to compare with `expect`. */
+  exec(l: ScenarioLine): unknown {
+    const o = l.obj;
+    const ln = l.line;
+    const h = this.host;
+    switch (o.op) {
+      case "domain": {
+        const d = h.createDomain({
+          domid: toNum(o.domid, "domid", ln),
+          pages: o.pages === undefined ? 0 : toNum(o.pages, "pages", ln),
+          privileged: o.privileged === true,
+          io: o.io === undefined ? undefined : o.io === true,
+          vcpus: o.vcpus === undefined ? 1 : toNum(o.vcpus, "vcpus", ln),
+        });
+        return { domid: d.domid };
+      }
+      case "poke": {
+        const dom = this.dom(o, ln);
+        const mfn = this.frame(o.frame ?? o, ln, dom);
+        return { ok: h.poke(dom, mfn, toNum(o.index ?? 0, "index", ln), this.value(o.val, ln, dom)) };
+      }
+      case "mmu_update": {
+        const dom = this.dom(o, ln);
+        return h.mmuUpdate(dom, this.mmuReqs(o, ln, dom), this.foreigndom(o, ln));
+      }
+      case "mmuext_op": {
+        const dom = this.dom(o, ln);
+        return h.mmuextOp(
+          dom,
+          this.mmuextOps(o, ln, dom),
+          this.foreigndom(o, ln),
+          toNum(o.vcpu ?? 0, "vcpu", ln),
+        );
+      }
+      case "update_va_mapping":
+      case "update_va_mapping_otherdomain": {
+        const dom = this.dom(o, ln);
+        const vcpu = toNum(o.vcpu ?? 0, "vcpu", ln);
+        const va = toBig(o.va, "va", ln);
+        const val = this.value(o.val, ln, dom);
+        const flags = o.flags === undefined ? 0n : toBig(o.flags, "flags", ln);
+        const rc =
+          o.op === "update_va_mapping"
+            ? h.updateVaMapping(dom, vcpu, va, val, flags)
+            : h.updateVaMappingOtherdomain(dom, vcpu, va, val, flags, toNum(o.domid, "domid", ln));
+        return { rc };
+      }
+      case "vm_assist": {
+        const dom = this.dom(o, ln);
+        const cmd = o.cmd === "enable" ? 0 : o.cmd === "disable" ? 1 : toNum(o.cmd, "cmd", ln);
+        return { rc: h.vmAssist(dom, cmd, toNum(o.type, "type", ln)) };
+      }
+      case "multicall": {
+        const dom = this.dom(o, ln);
+        if (!Array.isArray(o.calls)) throw new ScenarioError(ln, '"calls" must be an array');
+        const calls: MulticallEntry[] = o.calls.map((x: unknown) => this.multicallEntry(x as Obj, ln, dom));
+        return { results: h.multicall(dom, toNum(o.vcpu ?? 0, "vcpu", ln), calls) };
+      }
+      case "access": {
+        const dom = this.dom(o, ln);
+        const kind = o.kind ?? "read";
+        if (kind !== "read" && kind !== "write" && kind !== "fetch") {
+          throw new ScenarioError(ln, '"kind" must be read, write or fetch');
+        }
+        const r = h.access(
+          dom,
+          toNum(o.vcpu ?? 0, "vcpu", ln),
+          toBig(o.va, "va", ln),
+          kind,
+          o.user === true,
+          o.val === undefined ? 0n : this.value(o.val, ln, dom),
+        );
+        if (!r.fault) return { fault: false, ...(r.value !== undefined ? { value: hex(r.value) } : {}) };
+        return { fault: r.vector === 14 ? `0x${r.errorCode.toString(16)}` : "#GP" };
+      }
+      case "check": {
+        const m = this.frame(o.frame, ln, o.dom === undefined ? undefined : toNum(o.dom, "dom", ln));
+        const f = h.frames;
+        if (!f.valid(m)) throw new ScenarioError(ln, `frame 0x${m.toString(16)} is outside the host`);
+        return {
+          type: PGT_NAMES[f.type[m]],
+          type_count: f.typeCount[m],
+          count: f.count[m],
+          pinned: (f.flags[m] & F_PINNED) !== 0,
+          validated: (f.flags[m] & F_VALIDATED) !== 0,
+          owner: f.ownerOf(m),
+          allocated: f.allocated[m] === 1,
+          linear_pt_count: f.linear[m],
+          table_uses: f.tableUses[m],
+          m2p: hex((BigInt(f.m2pHi[m]) << 32n) | BigInt(f.m2pLo[m])),
+        };
+      }
+      case "check_entry": {
+        const dom = o.dom === undefined ? undefined : toNum(o.dom, "dom", ln);
+        const m = this.frame(o.frame, ln, dom);
+        const idx = toNum(o.index ?? 0, "index", ln);
+        const mask = o.mask === undefined ? (1n << 64n) - 1n : toBig(o.mask, "mask", ln);
+        return { val: hex(h.mem.read64(m * 4096 + idx * 8) & mask) };
+      }
+      case "check_domain": {
+        const d = h.domain(this.dom(o, ln))!;
+        return { nr_l4_pages: d.nrL4Pages, pages: d.pages.size, dying: d.isDying };
+      }
+      case "audit": {
+        const r = h.audit();
+        return { ok: r.ok, problems: r.problems.map((p) => p.message) };
+      }
+      case "destroy": {
+        const dom = this.dom(o, ln);
+        const owned = [...h.domain(dom)!.everOwned];
+        this.owned.set(dom, owned);
+        return { rc: h.destroyDomain(dom) };
+      }
+      case "check_free": {
+        const d = toNum(o.dom, "dom", ln);
+        const owned = this.owned.get(d) ?? [...(h.domain(d)?.everOwned ?? [])];
+        const bad = h.checkFree(owned);
+        return { ok: bad.length === 0, not_free: bad.map((m) => `0x${m.toString(16)}`) };
+      }
+      default:
+        throw new ScenarioError(ln, `unknown op '${String(o.op)}'`);
+    }
+  }
+
+  readonly owned = new Map<number, number[]>();
+
+  multicallEntry(c: Obj, ln: number, dom: number): MulticallEntry {
+    switch (c.op) {
+      case "mmu_update":
+        return {
+          op: __HYPERVISOR_mmu_update,
+          reqs: this.mmuReqs(c, ln, dom),
+          foreigndom: this.foreigndom(c, ln),
+        };
+      case "mmuext_op":
+        return {
+          op: __HYPERVISOR_mmuext_op,
+          ops: this.mmuextOps(c, ln, dom),
+          foreigndom: this.foreigndom(c, ln),
+        };
+      case "update_va_mapping":
+        return {
+          op: __HYPERVISOR_update_va_mapping,
+          va: toBig(c.va, "va", ln),
+          val: this.value(c.val, ln, dom),
+          flags: c.flags === undefined ? 0n : toBig(c.flags, "flags", ln),
+        };
+      case "vm_assist":
+        return {
+          op: __HYPERVISOR_vm_assist,
+          cmd: c.cmd === "enable" ? 0 : c.cmd === "disable" ? 1 : toNum(c.cmd, "cmd", ln),
+          type: toNum(c.type, "type", ln),
+        };
+      default:
+        throw new ScenarioError(ln, `multicall: unknown op '${String(c.op)}'`);
+    }
+  }
+}
+
+/** Does `actual` satisfy `expected` (every field named in `expected`, recursively; numbers compared as integers)? */
+function matches(expected: unknown, actual: unknown, ln: number): boolean {
+  if (expected !== null && typeof expected === "object" && !Array.isArray(expected)) {
+    if (actual === null || typeof actual !== "object") return false;
+    return Object.entries(expected as Obj).every(([k, v]) => matches(v, (actual as Obj)[k], ln));
+  }
+  if (Array.isArray(expected)) {
+    return (
+      Array.isArray(actual) &&
+      expected.length === actual.length &&
+      expected.every((v, i) => matches(v, actual[i], ln))
+    );
+  }
+  if (typeof expected === "boolean" || expected === null) return expected === actual;
+  if (typeof actual === "string" && typeof expected === "string" && !/^-?(0x)?[0-9a-f]+$/i.test(actual)) {
+    return actual === expected;
+  }
+  if (typeof actual === "boolean") return false;
+  try {
+    const e = toBig(expected, "expect", ln);
+    const a =
+      typeof actual === "number" || typeof actual === "string" ? toBig(actual, "actual", ln) : undefined;
+    return a !== undefined && BigInt.asUintN(64, a) === BigInt.asUintN(64, e);
+  } catch {
+    return expected === actual;
+  }
+}
+
+/** The line's domain: its "dom", or its frame reference's. */
+function domOf(o: Obj): number | undefined {
+  if (typeof o.dom === "number") return o.dom;
+  const f = o.frame as Obj | undefined;
+  return f && typeof f === "object" && typeof f.dom === "number" ? f.dom : undefined;
+}
+
+/** Host options from an optional first `host` line. */
+function hostOptions(lines: ScenarioLine[]): HostOptions {
+  const first = lines[0];
+  if (!first || first.obj.op !== "host") return {};
+  const o = first.obj;
+  const opts = (o.options ?? {}) as Obj;
+  const policy = opts.linearPolicy ?? "xen";
+  if (policy !== "xen" && policy !== "self-only" && policy !== "split-count") {
+    throw new ScenarioError(first.line, 'linearPolicy must be "xen", "self-only" or "split-count"');
+  }
+  return {
+    memoryMiB: o.memory_mib === undefined ? undefined : toNum(o.memory_mib, "memory_mib", first.line),
+    pvLinearPt: opts.pvLinearPt === undefined ? undefined : opts.pvLinearPt === true,
+    linearPolicy: policy as LinearPolicy,
+    debugBuild: opts.debugBuild === true,
+  };
+}
+
+/**
+ * Run a scenario's text. Throws ScenarioError for a malformed file (before
+ * anything runs, when the problem is visible without running).
+ */
+export function runScenario(text: string): ScenarioResult {
+  const lines = parseScenario(text);
+  for (const l of lines.slice(1)) {
+    if (l.obj.op === "host") throw new ScenarioError(l.line, '"host" may only be the first line');
+  }
+  const r = new Runner(hostOptions(lines));
+  const results: LineResult[] = [];
+  for (const l of lines) {
+    if (l.obj.op === "host") continue;
+    let actual: unknown;
+    try {
+      actual = r.exec(l);
+    } catch (e) {
+      if (e instanceof ScenarioError) throw e;
+      if (e instanceof RangeError) throw new ScenarioError(l.line, e.message);
+      actual = { exception: (e as Error).message };
+    }
+    let expected = l.obj.expect as unknown;
+    if (l.obj.op === "check_entry" && expected && typeof (expected as Obj).val === "object") {
+      // {"val": {"pfn":…, "flags":…}}: the stored entry's expected value.
+      expected = { ...(expected as Obj), val: hex(r.value((expected as Obj).val, l.line, domOf(l.obj))) };
+    }
+    const ok = expected === undefined ? !(actual as Obj)?.exception : matches(expected, actual, l.line);
+    results.push({ line: l.line, op: String(l.obj.op), ok, expected, actual });
+  }
+  const a = r.host.audit();
+  const failures = results.filter((x) => !x.ok);
+  return {
+    ok: failures.length === 0 && a.ok,
+    lines: results,
+    failures,
+    audit: { ok: a.ok, problems: a.problems.map((p) => p.message) },
+  };
+}
