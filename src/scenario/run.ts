@@ -190,6 +190,12 @@ class Runner {
             : h.updateVaMappingOtherdomain(dom, vcpu, va, val, flags, toNum(o.domid, "domid", ln));
         return { rc };
       }
+      case "set_gdt": {
+        const dom = this.dom(o, ln);
+        if (!Array.isArray(o.frames)) throw new ScenarioError(ln, '"frames" must be an array');
+        const frames = o.frames.map((x: unknown) => this.frame(x, ln, dom));
+        return { rc: h.setGdt(dom, toNum(o.vcpu ?? 0, "vcpu", ln), frames, toNum(o.entries, "entries", ln)) };
+      }
       case "vm_assist": {
         const dom = this.dom(o, ln);
         const cmd = o.cmd === "enable" ? 0 : o.cmd === "disable" ? 1 : toNum(o.cmd, "cmd", ln);
@@ -340,7 +346,7 @@ function domOf(o: Obj): number | undefined {
 /** Host options from an optional first `host` line. */
 function hostOptions(lines: ScenarioLine[]): HostOptions {
   const first = lines[0];
-  if (!first || first.obj.op !== "host") return {};
+  if (first?.obj.op !== "host") return {};
   const o = first.obj;
   const opts = (o.options ?? {}) as Obj;
   const policy = opts.linearPolicy ?? "xen";

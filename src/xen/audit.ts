@@ -74,7 +74,7 @@ export function audit(h: Host): AuditReport {
   }
   for (const d of h.domains.values()) {
     for (const v of d.vcpus) {
-      for (const base of [v.guestTable, v.guestTableUser]) {
+      for (const base of [v.guestTable, v.guestTableUser, ...v.gdtFrames]) {
         if (base === 0) continue;
         add(gc, base);
         add(tc, base);
@@ -185,7 +185,7 @@ export function audit(h: Host): AuditReport {
     }
     const t = f.type[m];
     const wantTc = tc.get(m) ?? 0;
-    if ((t >= 1 && t <= 4) || t === PGT_writable_page) {
+    if ((t >= 1 && t <= 5) || t === PGT_writable_page) {
       if (f.typeCount[m] !== wantTc) {
         problems.push({
           kind: "type_count",

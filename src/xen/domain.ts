@@ -25,6 +25,8 @@ export class Vcpu {
   kernelMode = true;
   ldtBase = 0n;
   ldtEnts = 0;
+  /** Frames of the guest's GDT (each holds a general and a seg_desc type ref). */
+  gdtFrames: number[] = [];
 
   constructor(
     readonly domain: Domain,

@@ -17,6 +17,7 @@ import { type AccessKind, type AccessResult, guestAccess } from "./access.js";
 import { type AuditReport, audit } from "./audit.js";
 import { Domain, type DomainOptions, type Vcpu } from "./domain.js";
 import { FrameTable } from "./frametable.js";
+import { setGdt } from "./gdt.js";
 import { getPgOwner, type HypercallResult, type MmuUpdateReq, mmuUpdate, updateVaMapping } from "./mmu.js";
 import { type MmuextOp, mmuextOp } from "./mmuext.js";
 import { type MulticallEntry, multicall, vmAssist } from "./multicall.js";
@@ -221,6 +222,10 @@ export class Host {
     const v = this.vcpu(domid, vcpu);
     const pg = getPgOwner(this, v.domain, target);
     return typeof pg === "number" ? pg : updateVaMapping(this, v, va, val, flags, pg);
+  }
+
+  setGdt(domid: number, vcpu: number, frames: number[], entries: number): number {
+    return setGdt(this, this.vcpu(domid, vcpu), frames, entries);
   }
 
   vmAssist(domid: number, cmd: number, type: number): number {

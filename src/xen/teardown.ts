@@ -1,7 +1,8 @@
 /**
  * Domain destruction (`domain_relinquish_resources`, `relinquish_memory`),
  * in Xen's order for a PV domain:
- *  1. each vCPU's base pointers drop their refs (kernel, then user);
+ *  1. each vCPU's base pointers drop their refs (kernel, then user), then each
+ *     vCPU's GDT frames;
  *  2. passes over the page list for L4, L3, L2: every pass clears any pin
  *     (whatever its level), drops the allocation reference, and force-
  *     devalidates tables of the pass's type without touching their type
@@ -13,6 +14,7 @@
 
 import { PGT_l2_page_table, PGT_l3_page_table, PGT_l4_page_table } from "./abi.js";
 import type { Domain } from "./domain.js";
+import { destroyGdt } from "./gdt.js";
 import { F_PINNED, F_VALIDATED } from "./frametable.js";
 import type { Host } from "./host.js";
 import { devalidate, getPage, putPage, putPageAndType } from "./mm.js";
@@ -29,6 +31,7 @@ export function destroyDomain(h: Host, d: Domain): void {
     if (k !== 0) putPageAndType(h, k);
     if (u !== 0) putPageAndType(h, u);
   }
+  for (const v of d.vcpus) destroyGdt(h, v);
   const f = h.frames;
   for (const type of [PGT_l4_page_table, PGT_l3_page_table, PGT_l2_page_table]) {
     for (const mfn of [...d.pages]) {
