@@ -258,13 +258,13 @@ class Runner {
       }
       case "destroy": {
         const dom = this.dom(o, ln);
-        const owned = [...h.domain(dom)!.everOwned];
+        const owned = h.domain(dom)!.pages.snapshot();
         this.owned.set(dom, owned);
         return { rc: h.destroyDomain(dom) };
       }
       case "check_free": {
         const d = toNum(o.dom, "dom", ln);
-        const owned = this.owned.get(d) ?? [...(h.domain(d)?.everOwned ?? [])];
+        const owned = this.owned.get(d) ?? h.domain(d)?.pages.snapshot() ?? [];
         const bad = h.checkFree(owned);
         return { ok: bad.length === 0, not_free: bad.map((m) => `0x${m.toString(16)}`) };
       }

@@ -56,6 +56,46 @@ export class Vcpu {
   }
 }
 
+/**
+ * A domain's page list (Xen's `page_list`), without a per-page object: the
+ * frames in a typed array, and each frame's position kept in the frame table
+ * (`listPos`), so adding and removing are O(1) and a 64 GiB guest's list costs
+ * 8 bytes a page. Removal moves the last frame into the hole.
+ */
+export class PageList implements Iterable<number> {
+  private list = new Float64Array(64);
+  size = 0;
+
+  constructor(private readonly pos: Int32Array) {}
+
+  add(mfn: number): void {
+    if (this.size === this.list.length) {
+      const bigger = new Float64Array(this.list.length * 2);
+      bigger.set(this.list);
+      this.list = bigger;
+    }
+    this.list[this.size] = mfn;
+    this.pos[mfn] = this.size++;
+  }
+
+  /** Remove a frame that is on this list. */
+  delete(mfn: number): void {
+    const i = this.pos[mfn];
+    const last = this.list[--this.size];
+    this.list[i] = last;
+    this.pos[last] = i;
+  }
+
+  /** The frames, as an array (a snapshot that later changes do not affect). */
+  snapshot(): number[] {
+    return Array.from(this.list.subarray(0, this.size));
+  }
+
+  *[Symbol.iterator](): Iterator<number> {
+    for (let i = 0; i < this.size; i++) yield this.list[i];
+  }
+}
+
 export interface DomainOptions {
   domid: number;
   privileged?: boolean;
@@ -72,10 +112,8 @@ export class Domain {
   maxPages: number;
   /** The guest's pfn → mfn list (the P2M a PV guest maintains itself). */
   readonly p2m: number[] = [];
-  /** `page_list`: the frames the domain owns, in allocation order. */
-  readonly pages = new Set<number>();
-  /** Every frame the domain was ever given (for `check_free` after destruction). */
-  readonly everOwned = new Set<number>();
+  /** `page_list`: the frames the domain owns. */
+  readonly pages: PageList;
   readonly vcpus: Vcpu[] = [];
   /** `vm_assist` bits. */
   vmAssist = 0;
@@ -85,7 +123,8 @@ export class Domain {
   /** Frame (owned by Xen) of the per-domain mappings L3, installed in L4 slot 260. */
   perdomainL3 = 0;
 
-  constructor(opts: DomainOptions, mem: PhysicalMemory) {
+  constructor(opts: DomainOptions, mem: PhysicalMemory, listPos: Int32Array) {
+    this.pages = new PageList(listPos);
     this.domid = opts.domid;
     this.privileged = opts.privileged ?? false;
     this.io = opts.io ?? this.privileged;

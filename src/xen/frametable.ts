@@ -36,6 +36,8 @@ export class FrameTable {
   readonly tableUses: Int32Array;
   readonly m2pLo: Uint32Array;
   readonly m2pHi: Uint32Array;
+  /** Position of the frame on its owner's page list. */
+  readonly listPos: Int32Array;
 
   constructor(readonly frames: number) {
     this.owner = new Int32Array(frames);
@@ -48,6 +50,7 @@ export class FrameTable {
     this.tableUses = new Int32Array(frames);
     this.m2pLo = new Uint32Array(frames);
     this.m2pHi = new Uint32Array(frames);
+    this.listPos = new Int32Array(frames);
   }
 
   /** Owner domid, or -1 for none. */

@@ -62,11 +62,12 @@ export class Host {
   readonly domXen: Domain;
 
   private readonly freeList: number[] = [];
-  private cursor: number;
   private readonly stride: number;
+  private readonly blocks: number;
   private scanned = 0;
-  /** Frames handed out since boot by the scatter (for `allocFrame`'s termination). */
   private readonly total: number;
+  /** Frames owned by anyone (I/O, Xen, domains). */
+  private used = 0;
 
   constructor(opts: HostOptions = {}) {
     const mib = opts.memoryMiB ?? 256;
@@ -79,8 +80,9 @@ export class Host {
     this.linearPolicy = opts.linearPolicy ?? "xen";
     this.debugBuild = opts.debugBuild ?? false;
     this.total = this.frames.frames;
-    this.stride = coprimeStride(this.total);
-    this.cursor = IO_FRAMES;
+    this.blocks = Math.ceil(this.total / 4096);
+    this.stride = coprimeStride(this.blocks);
+    this.used = IO_FRAMES;
     const f = this.frames;
     for (let m = 0; m < IO_FRAMES; m++) {
       f.owner[m] = DOMID_IO + 1;
@@ -89,13 +91,14 @@ export class Host {
       f.m2pLo[m] = 0xffffffff;
       f.m2pHi[m] = 0xffffffff;
     }
-    this.domXen = new Domain({ domid: DOMID_XEN, vcpus: 0 }, this.mem);
+    this.domXen = new Domain({ domid: DOMID_XEN, vcpus: 0 }, this.mem, this.frames.listPos);
     this.roM2pL3 = this.allocXenFrame();
     for (let s = 0; s < 16; s++) this.xenSlotFrames.push(this.allocXenFrame());
   }
 
   private allocXenFrame(): number {
     const m = this.allocFrame();
+    this.used++;
     const f = this.frames;
     f.owner[m] = DOMID_XEN + 1;
     f.count[m] = 1;
@@ -105,17 +108,22 @@ export class Host {
     return m;
   }
 
-  /** A free frame, or -1 when memory is exhausted. Deterministic. */
+  /**
+   * A free frame, or -1 when memory is exhausted. Deterministic. Frames are handed out block
+   * by block (16 MiB blocks, visited in a scattered order) and in a scattered order within
+   * each block: consecutive pfns never get consecutive mfns, yet a guest's frames stay in few
+   * blocks, so the frame table it touches stays compact.
+   */
   allocFrame(): number {
     const f = this.frames;
     const fromList = this.freeList.pop();
     if (fromList !== undefined) return fromList;
-    while (this.scanned < this.total) {
-      const m = this.cursor;
-      this.cursor += this.stride;
-      if (this.cursor >= this.total) this.cursor -= this.total;
-      this.scanned++;
-      if (m >= IO_FRAMES && f.owner[m] === 0) return m;
+    const slots = this.blocks * 4096;
+    while (this.scanned < slots) {
+      const s = this.scanned++;
+      const block = ((s >>> 12) * this.stride) % this.blocks;
+      const m = block * 4096 + ((((s & 4095) * 2617) >>> 0) & 4095);
+      if (m < this.total && m >= IO_FRAMES && f.owner[m] === 0) return m;
     }
     return -1;
   }
@@ -130,7 +138,7 @@ export class Host {
     if (!Number.isInteger(pages) || pages < 0)
       throw new RangeError(`pages must be a whole number, got ${pages}`);
     if (this.freeFrames() < pages + 1) throw new RangeError(`not enough free memory for ${pages} pages`);
-    const d = new Domain(opts, this.mem);
+    const d = new Domain(opts, this.mem, this.frames.listPos);
     d.perdomainL3 = this.allocXenFrame();
     this.domains.set(d.domid, d);
     for (let pfn = 0; pfn < pages; pfn++) this.assignPage(d, this.allocFrame(), pfn);
@@ -139,7 +147,7 @@ export class Host {
 
   /** Frames still free (for checks; not a scan). */
   freeFrames(): number {
-    return this.freeList.length + (this.total - this.scanned);
+    return this.total - this.used;
   }
 
   /** Give frame `mfn` to `d` as its pfn `pfn` (`guest_physmap_add_page` + `assign_pages`). */
@@ -158,7 +166,7 @@ export class Host {
     f.m2pHi[mfn] = Math.floor(pfn / 2 ** 32);
     d.pages.add(mfn);
     d.p2m[pfn] = mfn;
-    d.everOwned.add(mfn);
+    this.used++;
   }
 
   /** The frame's last reference went: free it to the heap (`free_domheap_page`). */
@@ -166,6 +174,7 @@ export class Host {
     const f = this.frames;
     const owner = f.ownerOf(mfn);
     this.domains.get(owner)?.pages.delete(mfn);
+    this.used--;
     f.owner[mfn] = 0;
     f.allocated[mfn] = 0;
     f.type[mfn] = 0;
@@ -261,11 +270,11 @@ export class Host {
     return 0;
   }
 
-  /** After destruction: every frame the domain had is free with zero counts. */
-  checkFree(everOwned: Iterable<number>): number[] {
+  /** After destruction: every frame the domain had (a snapshot of its page list) is free with zero counts. */
+  checkFree(frames: Iterable<number>): number[] {
     const f = this.frames;
     const bad: number[] = [];
-    for (const m of everOwned) if (f.owner[m] !== 0 || f.count[m] !== 0 || f.typeCount[m] !== 0) bad.push(m);
+    for (const m of frames) if (f.owner[m] !== 0 || f.count[m] !== 0 || f.typeCount[m] !== 0) bad.push(m);
     return bad;
   }
 
@@ -281,6 +290,7 @@ function gcd(a: number, b: number): number {
 
 /** A stride near 0.618·n that is coprime with n, so `k·stride mod n` visits every frame. */
 function coprimeStride(n: number): number {
+  if (n <= 2) return 1;
   let s = Math.floor(n * 0.6180339887) | 1;
   while (gcd(s, n) !== 1) s += 2;
   return s;

@@ -120,8 +120,10 @@ export function getPageType(h: Host, mfn: number, type: number): number {
     f.type[mfn] = type;
     f.flags[mfn] &= ~F_VALIDATED;
     f.typeCount[mfn] = 1;
-    // No CPU may keep a translation made under the old type (a writable one above all).
-    flushDomainTlbs(h, f.ownerOf(mfn));
+    // No CPU may keep a translation made under the old type — above all a writable one of a
+    // frame becoming a table or descriptor page. Xen filters its flush by the frame's TLB-clock
+    // stamp; the model flushes on every change into or out of a table/descriptor type.
+    if ((old >= 1 && old <= 5) || (type >= 1 && type <= 5)) flushDomainTlbs(h, f.ownerOf(mfn));
   } else {
     f.typeCount[mfn] = 1;
   }

@@ -95,11 +95,34 @@ export interface MmuUpdateReq {
   val: bigint;
 }
 
-/** `do_mmu_update(reqs, foreigndom)` issued by `caller` (its vCPU `vcpuId`). */
+/** `do_mmu_update(reqs, foreigndom)` issued by `caller`: the API edge, with bigint requests. */
 export function mmuUpdate(
   h: Host,
   caller: Domain,
   reqs: MmuUpdateReq[],
+  foreigndom: number,
+): HypercallResult {
+  const buf = new Uint32Array(reqs.length * 4);
+  reqs.forEach((r, i) => {
+    const p = BigInt.asUintN(64, r.ptr);
+    const v = BigInt.asUintN(64, r.val);
+    buf[i * 4] = Number(p & 0xffffffffn);
+    buf[i * 4 + 1] = Number(p >> 32n);
+    buf[i * 4 + 2] = Number(v & 0xffffffffn);
+    buf[i * 4 + 3] = Number(v >> 32n);
+  });
+  return mmuUpdateBuf(h, caller, buf, reqs.length, foreigndom);
+}
+
+/**
+ * `do_mmu_update` on requests laid out as in guest memory (`mmu_update_t`: ptr, val, each
+ * 64-bit little-endian), i.e. 4 words a request: ptr low, ptr high, val low, val high.
+ */
+export function mmuUpdateBuf(
+  h: Host,
+  caller: Domain,
+  buf: Uint32Array,
+  count: number,
   foreigndom: number,
 ): HypercallResult {
   const fdId = foreigndom & 0xffff;
@@ -113,13 +136,16 @@ export function mmuUpdate(
   }
   const pg = getPgOwner(h, caller, fdId);
   if (typeof pg === "number") return { rc: pg, done: 0 };
+  const pgDom = pgOwnerDomain(h, pg);
   let done = 0;
   let rc = 0;
   let xsmPtChecked = false;
   let xsmM2pChecked = false;
   let flushPfd = false;
-  for (const req of reqs) {
-    const cmd = Number(req.ptr & 7n);
+  for (let i = 0; i < count; i++) {
+    const ptrLo = buf[i * 4];
+    const ptrHi = buf[i * 4 + 1];
+    const cmd = ptrLo & 7;
     if (
       cmd === MMU_NORMAL_PT_UPDATE ||
       cmd === MMU_PT_UPDATE_PRESERVE_AD ||
@@ -132,11 +158,23 @@ export function mmuUpdate(
         }
         xsmPtChecked = true;
       }
-      const r = ptUpdate(h, caller, ptOwner, pg, req, cmd === MMU_PT_UPDATE_PRESERVE_AD);
-      rc = r.rc;
-      if (r.upperLevel) flushPfd = true;
+      rc = ptUpdate(h, caller, ptOwner, pg, pgDom, ptrLo, ptrHi, buf[i * 4 + 2], buf[i * 4 + 3], cmd);
+      if (rc === 1) {
+        flushPfd = true;
+        rc = 0;
+      }
     } else if (cmd === MMU_MACHPHYS_UPDATE) {
-      rc = machphysUpdate(h, caller, ptOwner, pg, req, xsmM2pChecked);
+      rc = machphysUpdate(
+        h,
+        caller,
+        ptOwner,
+        pg,
+        ptrLo,
+        ptrHi,
+        buf[i * 4 + 2],
+        buf[i * 4 + 3],
+        xsmM2pChecked,
+      );
       xsmM2pChecked = true;
     } else rc = -ENOSYS;
     if (rc !== 0) break;
@@ -147,32 +185,34 @@ export function mmuUpdate(
   return { rc, done };
 }
 
+/** One page-table update; returns 0, a negative errno, or 1 for "done, and an L2–L4 changed". */
 function ptUpdate(
   h: Host,
   caller: Domain,
   ptOwner: Domain,
   pg: PgOwner,
-  req: MmuUpdateReq,
-  preserveAd: boolean,
-): { rc: number; upperLevel: boolean } {
-  const mfn = Number(req.ptr >> 12n);
-  const index = Number((req.ptr & 0xfffn) >> 3n);
-  if (!Number.isSafeInteger(mfn) || !getPage(h, mfn, ptOwner.domid))
-    return { rc: -EINVAL, upperLevel: false };
-  const lo = Number(req.val & 0xffffffffn);
-  const hi = Number((req.val >> 32n) & 0xffffffffn);
+  pgDom: Domain | undefined,
+  ptrLo: number,
+  ptrHi: number,
+  lo: number,
+  hi: number,
+  cmd: number,
+): number {
+  const mfn = ptrHi * 0x10_0000 + (ptrLo >>> 12);
+  const index = (ptrLo & 0xfff) >>> 3;
+  if (!getPage(h, mfn, ptOwner.domid)) return -EINVAL;
   const f = h.frames;
+  const preserveAd = cmd === MMU_PT_UPDATE_PRESERVE_AD;
   let rc = 0;
-  let upperLevel = false;
   if (lockable(h, mfn)) {
     const type = f.type[mfn];
     if (type === PGT_l1_page_table) {
-      rc = modL1Entry(h, mfn, index, lo, hi, preserveAd, ptOwner, pgOwnerDomain(h, pg), caller);
+      rc = modL1Entry(h, mfn, index, lo, hi, preserveAd, ptOwner, pgDom, caller);
     } else if (type >= 2 && type <= PGT_l4_page_table) {
       if (pgOwnerDomid(pg) !== ptOwner.domid) rc = -EINVAL;
       else {
         rc = modLnEntry(h, mfn, index, lo, hi, type, ptOwner, preserveAd);
-        upperLevel = rc === 0;
+        if (rc === 0) rc = 1;
       }
     } else if (type === PGT_writable_page) {
       rawWrite(h, mfn, index, lo, hi);
@@ -182,7 +222,7 @@ function ptUpdate(
     putPageType(h, mfn);
   } else rc = -EINVAL;
   putPage(h, mfn);
-  return { rc, upperLevel };
+  return rc;
 }
 
 function rawWrite(h: Host, mfn: number, index: number, lo: number, hi: number): void {
@@ -196,17 +236,18 @@ function machphysUpdate(
   caller: Domain,
   ptOwner: Domain,
   pg: PgOwner,
-  req: MmuUpdateReq,
+  ptrLo: number,
+  ptrHi: number,
+  lo: number,
+  hi: number,
   checked: boolean,
 ): number {
   if (ptOwner !== caller) return -EPERM;
   if (!checked && !xsmTarget(caller, pg)) return -EPERM;
-  const mfn = Number(req.ptr >> 12n);
-  const owner = pgOwnerDomid(pg);
-  if (!Number.isSafeInteger(mfn) || !getPage(h, mfn, owner)) return -EINVAL;
-  const v = BigInt.asUintN(64, req.val);
-  h.frames.m2pLo[mfn] = Number(v & 0xffffffffn);
-  h.frames.m2pHi[mfn] = Number(v >> 32n);
+  const mfn = ptrHi * 0x10_0000 + (ptrLo >>> 12);
+  if (!getPage(h, mfn, pgOwnerDomid(pg))) return -EINVAL;
+  h.frames.m2pLo[mfn] = lo;
+  h.frames.m2pHi[mfn] = hi;
   putPage(h, mfn);
   return 0;
 }

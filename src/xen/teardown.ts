@@ -14,8 +14,8 @@
 
 import { PGT_l2_page_table, PGT_l3_page_table, PGT_l4_page_table } from "./abi.js";
 import type { Domain } from "./domain.js";
-import { destroyGdt } from "./gdt.js";
 import { F_PINNED, F_VALIDATED } from "./frametable.js";
+import { destroyGdt } from "./gdt.js";
 import type { Host } from "./host.js";
 import { devalidate, getPage, putPage, putPageAndType } from "./mm.js";
 
@@ -34,7 +34,7 @@ export function destroyDomain(h: Host, d: Domain): void {
   for (const v of d.vcpus) destroyGdt(h, v);
   const f = h.frames;
   for (const type of [PGT_l4_page_table, PGT_l3_page_table, PGT_l2_page_table]) {
-    for (const mfn of [...d.pages]) {
+    for (const mfn of d.pages.snapshot()) {
       if (!getPage(h, mfn, d.domid)) continue;
       if (f.flags[mfn] & F_PINNED) {
         f.flags[mfn] &= ~F_PINNED;

@@ -349,7 +349,7 @@ describe("hypervisor invariants under random hypercall sequences", () => {
           const owned: number[] = [];
           for (const domid of [1, 2]) {
             const d = h.createDomain({ domid, pages: PAGES, vcpus: 2 });
-            owned.push(...d.everOwned);
+            owned.push(...d.pages);
             buildTree(h, domid);
           }
           fc.modelRun(() => ({ model: {}, real: { h } }), cmds);

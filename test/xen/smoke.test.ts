@@ -39,7 +39,7 @@ describe("hypervisor smoke", () => {
       done: 0,
     });
     expect(h.audit()).toMatchObject({ ok: true });
-    const owned = [...d.everOwned];
+    const owned = d.pages.snapshot();
     expect(h.destroyDomain(1)).toBe(0);
     expect(h.checkFree(owned)).toEqual([]);
     expect(h.audit()).toMatchObject({ ok: true });
