@@ -265,19 +265,51 @@ function devalidatePage(h: Host, mfn: number, type: number): void {
 
 function promoteL1(h: Host, mfn: number, d: Domain): number {
   const t = h.mem.frameForWrite(mfn);
+  const f = h.frames;
+  const ownerTag = d.domid + 1;
+  const dlo = l1DisallowLo(d);
+  const dhi = l1DisallowHi(h);
   for (let i = 0; i < 512; i++) {
     let lo = t[i * 2];
     let hi = t[i * 2 + 1];
     if ((lo & LO_P) === 0) continue;
-    const rc = getPageFromL1e(h, lo, hi, d, d);
+    // Fast path for the common entry — the domain's own RAM frame, mapped read-only, or
+    // read/write when it is already writable-typed or untyped: the same references
+    // get_page_from_l1e takes, without its general machinery. Anything else takes the full path.
+    const target = entryMfn(lo, hi);
+    let rc = 0;
+    if (
+      (lo & dlo) === 0 &&
+      (hi & dhi) === 0 &&
+      target < f.frames &&
+      f.owner[target] === ownerTag &&
+      f.count[target] !== 0 &&
+      f.count[target] < 0xfffffffe &&
+      ((lo & LO_RW) === 0 ||
+        f.type[target] === PGT_writable_page ||
+        (f.type[target] === 0 && f.typeCount[target] === 0))
+    ) {
+      f.count[target]++;
+      if (lo & LO_RW) {
+        if (f.typeCount[target]++ === 0) {
+          f.type[target] = PGT_writable_page;
+          f.flags[target] |= F_VALIDATED;
+        }
+      }
+    } else rc = getPageFromL1e(h, lo, hi, d, d);
     if (rc < 0) {
       for (let k = i - 1; k >= 0; k--) putPageFromL1e(h, t[k * 2], t[k * 2 + 1], d);
       return rc;
     }
     lo ^= rc;
-    [lo, hi] = adjustL1(lo, hi);
-    t[i * 2] = lo;
-    t[i * 2 + 1] = hi;
+    // adjust_guest_l1e, inline (no tuple on the hot path)
+    if ((lo & LO_US) === 0) {
+      lo |= LO_US;
+      hi |= HI_GUEST_KERNEL;
+    }
+    if ((hi & HI_GUEST_KERNEL) === 0) lo |= LO_G | LO_US;
+    t[i * 2] = lo >>> 0;
+    t[i * 2 + 1] = hi >>> 0;
   }
   return 0;
 }
@@ -357,9 +389,14 @@ export function adjustL1(lo: number, hi: number): [number, number] {
   return [lo >>> 0, hi >>> 0];
 }
 
-/** `l1_disallow_mask(d)` as [lo, hi]. */
-export function l1DisallowMask(h: Host, d: Domain | undefined): [number, number] {
-  return [d?.io ? 0 : L1_DISALLOW, h.debugBuild ? HI_GNTTAB : 0];
+/** `l1_disallow_mask(d)`, low half. */
+export function l1DisallowLo(d: Domain | undefined): number {
+  return d?.io ? 0 : L1_DISALLOW;
+}
+
+/** `l1_disallow_mask(d)`, high half: `_PAGE_GNTTAB` in debug builds. */
+export function l1DisallowHi(h: Host): number {
+  return h.debugBuild ? HI_GNTTAB : 0;
 }
 
 /** Can `d` reach I/O frame `mfn` (iomem permission)? The model grants I/O-capable domains all of it. */
@@ -381,8 +418,7 @@ export function getPageFromL1e(
   pgOwner: Domain | undefined,
   caller: Domain = l1eOwner,
 ): number {
-  const [dlo, dhi] = l1DisallowMask(h, l1eOwner);
-  if ((lo & dlo) !== 0 || (hi & dhi) !== 0) return -EINVAL;
+  if ((lo & l1DisallowLo(l1eOwner)) !== 0 || (hi & l1DisallowHi(h)) !== 0) return -EINVAL;
   const f = h.frames;
   const mfn = entryMfn(lo, hi);
   if (!f.valid(mfn) || f.ownerOf(mfn) === DOMID_IO) {

@@ -7,7 +7,7 @@
  * `done` counts the requests that completed.
  */
 
-import { HI_ADDR_MASK, LO_A, LO_D, LO_P, LO_PS, LO_US } from "../x86/pte.js";
+import { HI_ADDR_MASK, LO_A, LO_D, LO_G, LO_P, LO_PS, LO_US } from "../x86/pte.js";
 import {
   DOMID_IO,
   DOMID_SELF,
@@ -17,6 +17,7 @@ import {
   ENOSYS,
   EPERM,
   ESRCH,
+  HI_GUEST_KERNEL,
   MMU_MACHPHYS_UPDATE,
   MMU_NORMAL_PT_UPDATE,
   MMU_PT_UPDATE_NO_TRANSLATE,
@@ -33,7 +34,6 @@ import type { Domain, Vcpu } from "./domain.js";
 import { F_VALIDATED } from "./frametable.js";
 import type { Host } from "./host.js";
 import {
-  adjustL1,
   fastPathOk,
   flushDomainTlbs,
   getPage,
@@ -42,7 +42,8 @@ import {
   getPageType,
   isXenL4Slot,
   LN_DISALLOW,
-  l1DisallowMask,
+  l1DisallowHi,
+  l1DisallowLo,
   putPage,
   putPageFromL1e,
   putPageFromLne,
@@ -272,9 +273,15 @@ export function modL1Entry(
   const ohi = t[index * 2 + 1];
   if (preserveAd) lo |= olo & (LO_A | LO_D);
   if (lo & LO_P) {
-    const [dlo, dhi] = l1DisallowMask(h, l1eOwner);
-    if ((lo & dlo) !== 0 || (hi & dhi) !== 0) return -EINVAL;
-    [lo, hi] = adjustL1(lo, hi);
+    if ((lo & l1DisallowLo(l1eOwner)) !== 0 || (hi & l1DisallowHi(h)) !== 0) return -EINVAL;
+    // adjust_guest_l1e
+    if ((lo & LO_US) === 0) {
+      lo |= LO_US;
+      hi |= HI_GUEST_KERNEL;
+    }
+    if ((hi & HI_GUEST_KERNEL) === 0) lo |= LO_G | LO_US;
+    lo >>>= 0;
+    hi >>>= 0;
     if (fastPathOk(olo, ohi, lo, hi)) {
       t[index * 2] = lo;
       t[index * 2 + 1] = hi;
