@@ -15,6 +15,8 @@ import { Cpu, CR4_SMAP, CR4_SMEP } from "../x86/cpu.js";
 import { PhysicalMemory } from "../x86/memory.js";
 import { describeFlags, HI_NX, LO_A, LO_D, LO_G, LO_P, LO_RW, LO_US } from "../x86/pte.js";
 import { ACC_FETCH, ACC_USER, ACC_WRITE, PERM_NX, PERM_U, PERM_W } from "../x86/walk.js";
+import { ERRNO_NAMES, MMUEXT, PGT_NAMES, VMASST_TYPE_writable_pagetables } from "../xen/abi.js";
+import { Host } from "../xen/host.js";
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -146,6 +148,68 @@ export function runTour(out: (s: string) => void, json: boolean): void {
     rmSync(dir, { recursive: true, force: true });
   }
 
+  // 7. The hypervisor: Xen's PV MMU.
+  s = section("Xen's PV MMU: a guest builds, pins and uses page tables under the hypervisor's rules");
+  {
+    const h = new Host({ memoryMiB: 256 * 1024 });
+    const d = h.createDomain({ domid: 1, pages: 64 });
+    const m = (pfn: number) => d.p2m[pfn];
+    const val = (pfn: number, flags: number) => (BigInt(m(pfn)) << 12n) | BigInt(flags);
+    const ext = (cmd: number, pfn: number) => h.mmuextOp(1, [{ cmd, arg1: BigInt(m(pfn)) }]);
+    const rc = (r: { rc: number }) => (r.rc === 0 ? "0" : `-${ERRNO_NAMES[-r.rc]}`);
+    const counts = (pfn: number) => {
+      const f = h.frames;
+      const x = m(pfn);
+      return `mfn 0x${x.toString(16)}: type ${PGT_NAMES[f.type[x]]}, type count ${f.typeCount[x]}, count ${f.count[x]}${
+        f.flags[x] & 2 ? ", pinned" : ""
+      }`;
+    };
+    s.push(
+      `domain 1: 64 pages on a 256 GiB host; pfns and mfns scattered (pfn 0..3 -> ${[0, 1, 2, 3].map((p) => `0x${m(p).toString(16)}`).join(", ")})`,
+    );
+    h.poke(1, m(0), 0, val(1, 7));
+    h.poke(1, m(1), 0, val(2, 7));
+    h.poke(1, m(2), 0, val(3, 7));
+    h.poke(1, m(3), 0, val(10, 7));
+    s.push(
+      `guest writes L4 -> L3 -> L2 -> L1 -> data while they are ordinary pages, then MMUEXT_PIN_L4_TABLE: ${rc(ext(MMUEXT.MMUEXT_PIN_L4_TABLE, 0))}`,
+    );
+    s.push(`  L4 ${counts(0)}`, `  L1 ${counts(3)}`, `  data ${counts(10)}`);
+    s.push(
+      `MMUEXT_NEW_BASEPTR: ${rc(ext(MMUEXT.MMUEXT_NEW_BASEPTR, 0))}; the guest writes va 0x8 through its MMU: ${JSON.stringify(h.access(1, 0, 8n, "write", false, 42n))}`,
+    );
+    const upd = (pfn: number, idx: number, v: bigint) =>
+      h.mmuUpdate(1, [{ ptr: BigInt(m(pfn) * 4096 + idx * 8), val: v }]);
+    s.push(
+      `mmu_update mapping the L1 itself read/write: ${rc(upd(3, 1, val(3, 7)))} (a page table is never writable)`,
+    );
+    s.push(`mmu_update mapping the L1 itself read-only: ${rc(upd(3, 1, val(3, 5)))}`);
+    s.push(
+      `mmu_update with PWT in an L1 entry: ${rc(upd(3, 2, val(11, 0xb)))}; in an L4 Xen slot (256): ${rc(upd(0, 256, 0n))}`,
+    );
+    s.push(
+      `L4 self-map, read-only (a linear page table): ${rc(upd(0, 300, val(0, 5)))}; read/write: ${rc(upd(0, 301, val(0, 7)))}`,
+    );
+    h.vmAssist(1, 0, VMASST_TYPE_writable_pagetables);
+    const w = h.access(1, 0, 0x1000n + 5n * 8n, "write", false, val(12, 7));
+    s.push(
+      `with VMASST writable_pagetables, a kernel store into the read-only L1 mapping is emulated: ${JSON.stringify(w)}; ${counts(12)}`,
+    );
+    s.push(
+      `MMUEXT_PIN_L2_TABLE of the data page (typed writable): ${rc(ext(MMUEXT.MMUEXT_PIN_L2_TABLE, 10))}`,
+    );
+    const a = h.audit();
+    s.push(
+      `auditor: ${a.ok ? "every count and invariant holds" : a.problems.map((p) => p.message).join("; ")} (${a.framesChecked} frames)`,
+    );
+    const had = d.pages.snapshot();
+    h.destroyDomain(1);
+    s.push(
+      `domain destroyed: ${h.checkFree(had).length === 0 ? `all ${had.length} frames free with zero counts` : "frames left!"}`,
+    );
+    s.push("more: `pvmmu replay scenarios/xen/*.jsonl` runs the 39 behaviours of Xen's PV MMU as scenarios");
+  }
+
   if (json) {
     out(`${JSON.stringify({ sections }, null, 1)}\n`);
     return;
@@ -155,5 +219,5 @@ export function runTour(out: (s: string) => void, json: boolean): void {
     out(`\n== ${sec.title}\n`);
     for (const l of sec.lines) out(`${l}\n`);
   }
-  out("\nNext: `pvmmu dump --help` to inspect your own memory dumps.\n");
+  out("\nNext: `pvmmu dump --help` to inspect your own memory dumps; `pvmmu replay --help` for scenarios.\n");
 }
