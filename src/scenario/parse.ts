@@ -8,6 +8,7 @@
  */
 
 import * as abi from "../xen/abi.js";
+import * as grant from "../xen/grant.js";
 
 export class ScenarioError extends Error {
   constructor(
@@ -74,7 +75,7 @@ export function parseScenario(text: string): ScenarioLine[] {
 }
 
 const CONSTANTS: Record<string, bigint> = {};
-for (const [k, v] of Object.entries(abi)) {
+for (const [k, v] of [...Object.entries(abi), ...Object.entries(grant)]) {
   if (typeof v === "number") CONSTANTS[k] = BigInt(v);
   if (typeof v === "bigint") CONSTANTS[k] = v;
 }

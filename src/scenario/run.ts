@@ -32,6 +32,8 @@ export interface LineResult {
 }
 
 export interface ScenarioResult {
+  /** The host as the scenario left it (for tools that inspect the final state). */
+  host: Host;
   ok: boolean;
   lines: LineResult[];
   failures: LineResult[];
@@ -190,6 +192,56 @@ class Runner {
             : h.updateVaMappingOtherdomain(dom, vcpu, va, val, flags, toNum(o.domid, "domid", ln));
         return { rc };
       }
+      case "grant": {
+        const dom = this.dom(o, ln);
+        const ref = toNum(o.ref, "ref", ln);
+        if (o.revoke === true) return { ok: h.grantWrite(dom, ref, "revoke") };
+        const frame = this.frame(o.frame ?? { pfn: o.pfn }, ln, dom);
+        return {
+          ok: h.grantWrite(dom, ref, {
+            to: toNum(o.to, "to", ln),
+            frame,
+            readonly: o.readonly === true,
+            flags: o.flags === undefined ? undefined : toNum(o.flags, "flags", ln),
+          }),
+        };
+      }
+      case "grant_table_op": {
+        const dom = this.dom(o, ln);
+        const cmd = toNum(o.cmd, "cmd", ln);
+        if (!Array.isArray(o.ops)) throw new ScenarioError(ln, '"ops" must be an array');
+        const ops = o.ops.map((x: unknown) => this.grantOp(x as Obj, ln, dom));
+        const r = h.grantTableOp(dom, toNum(o.vcpu ?? 0, "vcpu", ln), cmd, ops);
+        this.handles.set(
+          ln,
+          r.results.map((x) => Number(x.handle ?? -1)),
+        );
+        return {
+          rc: r.rc,
+          status: r.results.map((x) => x.status),
+          handle: r.results.map((x) => x.handle),
+          dev_bus_addr: r.results.map((x) =>
+            typeof x.dev_bus_addr === "bigint" ? hex(x.dev_bus_addr) : x.dev_bus_addr,
+          ),
+          results: r.results.map((x) =>
+            Object.fromEntries(Object.entries(x).map(([k, v]) => [k, typeof v === "bigint" ? hex(v) : v])),
+          ),
+        };
+      }
+      case "check_grant": {
+        const st = h.grantState(this.dom(o, ln), toNum(o.ref, "ref", ln));
+        if (!st) throw new ScenarioError(ln, `no grant entry ${String(o.ref)}`);
+        return {
+          flags: `0x${st.flags.toString(16)}`,
+          domid: st.domid,
+          frame: `0x${st.frame.toString(16)}`,
+          pin: `0x${st.pin.toString(16)}`,
+          host_write: st.pin & 0xff,
+          host_read: (st.pin >>> 8) & 0xff,
+          device_write: (st.pin >>> 16) & 0xff,
+          device_read: st.pin >>> 24,
+        };
+      }
       case "set_gdt": {
         const dom = this.dom(o, ln);
         if (!Array.isArray(o.frames)) throw new ScenarioError(ln, '"frames" must be an array');
@@ -250,7 +302,14 @@ class Runner {
       }
       case "check_domain": {
         const d = h.domain(this.dom(o, ln))!;
-        return { nr_l4_pages: d.nrL4Pages, pages: d.pages.size, dying: d.isDying };
+        return {
+          nr_l4_pages: d.nrL4Pages,
+          pages: d.pages.size,
+          dying: d.isDying,
+          injected_gp: d.injectedGp,
+          crashed: d.crashed,
+          grant_frames: d.grants.frames.length,
+        };
       }
       case "audit": {
         const r = h.audit();
@@ -274,6 +333,39 @@ class Runner {
   }
 
   readonly owned = new Map<number, number[]>();
+  /** Handles returned by each grant_table_op line, by line number (for `{"handle_of": N}`). */
+  readonly handles = new Map<number, number[]>();
+
+  /** A grant op's fields: addresses as entry pointers or numbers, handles as numbers or {"handle_of":N,"index":k}. */
+  grantOp(op: Obj, ln: number, dom: number): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(op)) {
+      if (k === "host_addr" || k === "new_addr") {
+        out[k] = v !== null && typeof v === "object" ? this.pointer(v, ln, dom) : toBig(v, k, ln);
+      } else if (k === "dev_bus_addr") out[k] = this.value(v, ln, dom, k);
+      else if (k === "handle") {
+        if (v !== null && typeof v === "object" && "handle_of" in (v as Obj)) {
+          const line = toNum((v as Obj).handle_of, "handle_of", ln);
+          const hs = this.handles.get(line);
+          if (!hs) throw new ScenarioError(ln, `handle_of: line ${line} was not a grant_table_op`);
+          out[k] = hs[toNum((v as Obj).index ?? 0, "index", ln)];
+        } else out[k] = toNum(v, k, ln);
+      } else if (k === "source" || k === "dest") {
+        const p = v as Obj;
+        const gref = p.ref !== undefined;
+        out[k] = {
+          u: gref
+            ? toNum(p.ref, "ref", ln)
+            : this.frame(p.frame, ln, p.domid === undefined ? dom : toNum(p.domid, "domid", ln)),
+          domid: p.domid === undefined ? DOMID_SELF : toNum(p.domid, "domid", ln),
+          offset: toNum(p.offset ?? 0, "offset", ln),
+        };
+      } else if (k === "dom") out[k] = v === "self" ? DOMID_SELF : toNum(v, k, ln);
+      else out[k] = toNum(v, k, ln);
+    }
+    for (const k of ["host_addr", "dev_bus_addr"]) if (out[k] === undefined) out[k] = 0n;
+    return out;
+  }
 
   multicallEntry(c: Obj, ln: number, dom: number): MulticallEntry {
     switch (c.op) {
@@ -383,6 +475,13 @@ export function runScenario(text: string): ScenarioResult {
       actual = { exception: (e as Error).message };
     }
     let expected = l.obj.expect as unknown;
+    if (l.obj.op === "grant_table_op" && expected && Array.isArray((expected as Obj).dev_bus_addr)) {
+      const d = domOf(l.obj);
+      const addrs = ((expected as Obj).dev_bus_addr as unknown[]).map((x) =>
+        x !== null && typeof x === "object" ? hex(r.value(x, l.line, d)) : x,
+      );
+      expected = { ...(expected as Obj), dev_bus_addr: addrs };
+    }
     if (l.obj.op === "check_entry" && expected && typeof (expected as Obj).val === "object") {
       // {"val": {"pfn":…, "flags":…}}: the stored entry's expected value.
       expected = { ...(expected as Obj), val: hex(r.value((expected as Obj).val, l.line, domOf(l.obj))) };
@@ -393,6 +492,7 @@ export function runScenario(text: string): ScenarioResult {
   const a = r.host.audit();
   const failures = results.filter((x) => !x.ok);
   return {
+    host: r.host,
     ok: failures.length === 0 && a.ok,
     lines: results,
     failures,

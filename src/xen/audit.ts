@@ -25,6 +25,7 @@ import { LO_P, LO_RW } from "../x86/pte.js";
 import { PERM_W } from "../x86/walk.js";
 import { DOMID_IO, LINEAR_PT_SLOT, PGT_l1_page_table, PGT_NAMES, PGT_writable_page } from "./abi.js";
 import { F_PINNED, F_VALIDATED } from "./frametable.js";
+import { GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly, GTF_reading, GTF_writing } from "./grant.js";
 import type { Host } from "./host.js";
 import { entryMfn, isXenL4Slot, L1_DISALLOW, LN_DISALLOW } from "./mm.js";
 
@@ -41,7 +42,8 @@ export interface AuditProblem {
     | "ownership"
     | "disallowed_bits"
     | "xen_slots"
-    | "nr_l4_pages";
+    | "nr_l4_pages"
+    | "grant";
   mfn?: number;
   message: string;
 }
@@ -64,7 +66,10 @@ export function audit(h: Host): AuditReport {
   const typeName = (m: number) => PGT_NAMES[f.type[m]];
 
   const frames: number[] = [];
-  for (const d of h.domains.values()) for (const m of d.pages) frames.push(m);
+  for (const d of h.domains.values()) {
+    for (const m of d.pages) frames.push(m);
+    for (const m of d.xenPages) frames.push(m);
+  }
   for (const m of frames) {
     if (f.allocated[m]) add(gc, m);
     if (f.flags[m] & F_PINNED) {
@@ -78,6 +83,73 @@ export function audit(h: Host): AuditReport {
         if (base === 0) continue;
         add(gc, base);
         add(tc, base);
+      }
+    }
+  }
+
+  // Grant PTEs may map the granter's frame: "pte address:frame" of every live host mapping.
+  const grantPtes = new Set<string>();
+  for (const ld of h.domains.values()) {
+    const mt = ld.grants;
+    for (let handle = 0; handle < mt.mtRef.length; handle++) {
+      if (!(mt.mtFlags[handle] & GNTMAP_host_map)) continue;
+      const rd = h.domains.get(mt.mtDom[handle]);
+      if (rd) grantPtes.add(`${mt.mtAddr[handle]}:${rd.grants.actMfn[mt.mtRef[handle]]}`);
+    }
+  }
+  // Grants: device mappings hold references of their own (host mappings' are held by their PTE);
+  // every granter's pin counters equal the live maptrack entries naming its entries.
+  const pins = new Map<string, number>();
+  for (const ld of h.domains.values()) {
+    const mt = ld.grants;
+    for (let handle = 0; handle < mt.mtRef.length; handle++) {
+      const fl = mt.mtFlags[handle];
+      if (fl === 0) continue;
+      const rd = h.domains.get(mt.mtDom[handle]);
+      if (!rd) {
+        problems.push({
+          kind: "grant",
+          message: `d${ld.domid} handle ${handle} maps a grant of vanished d${mt.mtDom[handle]}`,
+        });
+        continue;
+      }
+      const ref = mt.mtRef[handle];
+      const ro = (fl & GNTMAP_readonly) !== 0;
+      const key = `${rd.domid}:${ref}`;
+      let inc = 0;
+      if (fl & GNTMAP_device_map) {
+        inc += ro ? 1 << 24 : 1 << 16;
+        const mfn = rd.grants.actMfn[ref];
+        add(gc, mfn);
+        if (!ro) add(tc, mfn);
+      }
+      if (fl & GNTMAP_host_map) inc += ro ? 1 << 8 : 1;
+      pins.set(key, (pins.get(key) ?? 0) + inc);
+    }
+  }
+  for (const rd of h.domains.values()) {
+    const gt = rd.grants;
+    for (let ref = 0; ref < gt.nrEntries; ref++) {
+      const pin = gt.pin[ref];
+      const want = pins.get(`${rd.domid}:${ref}`) ?? 0;
+      if (pin !== want) {
+        problems.push({
+          kind: "grant",
+          message: `d${rd.domid} grant ${ref}: pin 0x${pin.toString(16)}, maptrack says 0x${want.toString(16)}`,
+        });
+      }
+      const [words, w] = gt.entryWords(h, ref);
+      const flags = words[w] & 0xffff;
+      if (
+        ((flags & GTF_reading) !== 0) !== (pin !== 0) ||
+        ((flags & GTF_writing) !== 0) !== ((pin & 0x00ff00ff) !== 0)
+      ) {
+        if (pin !== 0 || (flags & (GTF_reading | GTF_writing)) !== 0) {
+          problems.push({
+            kind: "grant",
+            message: `d${rd.domid} grant ${ref}: flags 0x${flags.toString(16)} disagree with pin 0x${pin.toString(16)}`,
+          });
+        }
       }
     }
   }
@@ -116,7 +188,7 @@ export function audit(h: Host): AuditReport {
         if (!f.valid(target) || f.ownerOf(target) === DOMID_IO) continue;
         add(gc, target);
         const towner = f.ownerOf(target);
-        if (towner !== owner && !d?.privileged) {
+        if (towner !== owner && !d?.privileged && !grantPtes.has(`${m * 4096 + i * 8}:${target}`)) {
           problems.push({
             kind: "ownership",
             mfn: m,

@@ -13,6 +13,7 @@
 
 import { Cpu } from "../x86/cpu.js";
 import type { PhysicalMemory } from "../x86/memory.js";
+import { GrantTable } from "./grant.js";
 
 export class Vcpu {
   /** The hardware state (CR3, TLB) of this vCPU. */
@@ -122,6 +123,14 @@ export class Domain {
   nrL4Pages = 0;
   /** Frame (owned by Xen) of the per-domain mappings L3, installed in L4 slot 260. */
   perdomainL3 = 0;
+  /** The domain's grant table (as granter) and maptrack (as mapper). */
+  readonly grants = new GrantTable();
+  /** Xen-heap frames shared with the domain (`xenpage_list`): its grant-table frames. */
+  readonly xenPages: number[] = [];
+  /** #GP(0)s injected into the guest (implicit unmaps of grant PTEs in debug builds). */
+  injectedGp = 0;
+  /** Crashed by Xen (`domain_crash`), e.g. for unmapping a grant of a domain that is gone. */
+  crashed = false;
 
   constructor(opts: DomainOptions, mem: PhysicalMemory, listPos: Int32Array) {
     this.pages = new PageList(listPos);

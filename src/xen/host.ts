@@ -12,12 +12,33 @@
  */
 
 import { PhysicalMemory } from "../x86/memory.js";
-import { DOMID_IO, DOMID_SELF, DOMID_XEN, ESRCH } from "./abi.js";
+import { DOMID_IO, DOMID_SELF, DOMID_XEN, ENOSYS, ESRCH } from "./abi.js";
 import { type AccessKind, type AccessResult, guestAccess } from "./access.js";
 import { type AuditReport, audit } from "./audit.js";
 import { Domain, type DomainOptions, type Vcpu } from "./domain.js";
 import { FrameTable } from "./frametable.js";
 import { setGdt } from "./gdt.js";
+import {
+  type CopyPtr,
+  GNTST_okay,
+  GNTTABOP_copy,
+  GNTTABOP_map_grant_ref,
+  GNTTABOP_query_size,
+  GNTTABOP_setup_table,
+  GNTTABOP_unmap_and_replace,
+  GNTTABOP_unmap_grant_ref,
+  GTF_permit_access,
+  GTF_reading,
+  GTF_readonly,
+  GTF_writing,
+  grantCopy,
+  MAX_GRANT_FRAMES,
+  type MapOp,
+  mapGrantRef,
+  setupTable,
+  type UnmapOp,
+  unmapGrantRef,
+} from "./grant.js";
 import { getPgOwner, type HypercallResult, type MmuUpdateReq, mmuUpdate, updateVaMapping } from "./mmu.js";
 import { type MmuextOp, mmuextOp } from "./mmuext.js";
 import { type MulticallEntry, multicall, vmAssist } from "./multicall.js";
@@ -142,6 +163,7 @@ export class Host {
     d.perdomainL3 = this.allocXenFrame();
     this.domains.set(d.domid, d);
     for (let pfn = 0; pfn < pages; pfn++) this.assignPage(d, this.allocFrame(), pfn);
+    d.grants.grow(this, d, 1);
     return d;
   }
 
@@ -169,11 +191,31 @@ export class Host {
     this.used++;
   }
 
+  /**
+   * A Xen-heap frame shared with `d` (`share_xen_page_with_guest`), e.g. a grant-table frame:
+   * owned by `d`, holding one allocation reference, on `d.xenPages` rather than its page list.
+   */
+  allocSharedFrame(d: Domain): number {
+    const m = this.allocFrame();
+    if (m < 0) return -1;
+    const f = this.frames;
+    this.mem.zeroFrame(m);
+    f.owner[m] = d.domid + 1;
+    f.count[m] = 1;
+    f.allocated[m] = 1;
+    f.m2pLo[m] = 0xffffffff;
+    f.m2pHi[m] = 0xffffffff;
+    f.listPos[m] = -1;
+    d.xenPages.push(m);
+    this.used++;
+    return m;
+  }
+
   /** The frame's last reference went: free it to the heap (`free_domheap_page`). */
   freePage(mfn: number): void {
     const f = this.frames;
     const owner = f.ownerOf(mfn);
-    this.domains.get(owner)?.pages.delete(mfn);
+    if (f.listPos[mfn] >= 0) this.domains.get(owner)?.pages.delete(mfn);
     this.used--;
     f.owner[mfn] = 0;
     f.allocated[mfn] = 0;
@@ -184,6 +226,7 @@ export class Host {
     f.tableUses[mfn] = 0;
     f.m2pLo[mfn] = 0xffffffff;
     f.m2pHi[mfn] = 0xffffffff;
+    f.listPos[mfn] = 0;
     this.mem.zeroFrame(mfn);
     this.freeList.push(mfn);
   }
@@ -261,6 +304,106 @@ export class Host {
     if (f.typeCount[mfn] > 0 && f.type[mfn] !== 0 && f.type[mfn] !== 7) return false;
     this.mem.write64(mfn * 4096 + index * 8, val);
     return true;
+  }
+
+  // ---- grant tables ----
+
+  /**
+   * The granter writes its shared entry `ref` (domid and frame, then flags), as a guest does.
+   * With `revoke`, it tries to take the entry back: only possible while neither GTF_reading nor
+   * GTF_writing is set. Returns false when the entry does not exist or cannot be revoked.
+   */
+  grantWrite(
+    domid: number,
+    ref: number,
+    entry: { to: number; frame: number; readonly?: boolean; flags?: number } | "revoke",
+  ): boolean {
+    const d = this.dom(domid);
+    if (!Number.isInteger(ref) || ref < 0 || ref >= d.grants.nrEntries) return false;
+    const [words, w] = d.grants.entryWords(this, ref);
+    if (entry === "revoke") {
+      if (words[w] & (GTF_reading | GTF_writing)) return false;
+      words[w] &= 0xffff0000;
+      return true;
+    }
+    const flags = entry.flags ?? GTF_permit_access | (entry.readonly ? GTF_readonly : 0);
+    words[w + 1] = entry.frame >>> 0;
+    words[w] = ((entry.to & 0xffff) << 16) | (flags & 0xffff);
+    return true;
+  }
+
+  /** The shared entry and Xen's active pin counters of `ref` in `domid`'s grant table. */
+  grantState(
+    domid: number,
+    ref: number,
+  ): { flags: number; domid: number; frame: number; pin: number } | undefined {
+    const d = this.dom(domid);
+    if (!Number.isInteger(ref) || ref < 0 || ref >= d.grants.nrEntries) return undefined;
+    const [words, w] = d.grants.entryWords(this, ref);
+    return { flags: words[w] & 0xffff, domid: words[w] >>> 16, frame: words[w + 1], pin: d.grants.pin[ref] };
+  }
+
+  /**
+   * `grant_table_op(cmd, ops)`: the hypercall returns 0 when only per-op statuses fail; each op's
+   * result carries its GNTST status (and handle, dev_bus_addr, frame_list, … as the op defines).
+   */
+  grantTableOp(
+    domid: number,
+    vcpu: number,
+    cmd: number,
+    ops: Record<string, unknown>[],
+  ): { rc: number; results: Record<string, unknown>[] } {
+    const v = this.vcpu(domid, vcpu);
+    const results: Record<string, unknown>[] = [];
+    for (const op of ops) {
+      switch (cmd) {
+        case GNTTABOP_map_grant_ref:
+          results.push({ ...mapGrantRef(this, v, op as unknown as MapOp) });
+          break;
+        case GNTTABOP_unmap_grant_ref:
+        case GNTTABOP_unmap_and_replace: {
+          const st = unmapGrantRef(this, v, op as unknown as UnmapOp, cmd === GNTTABOP_unmap_and_replace);
+          if (st === undefined) return { rc: 0, results }; // the caller was crashed
+          results.push({ status: st });
+          break;
+        }
+        case GNTTABOP_setup_table: {
+          const [status, frames] = setupTable(
+            this,
+            v.domain,
+            Number(op.dom ?? DOMID_SELF),
+            Number(op.nr_frames),
+          );
+          results.push({ status, frame_list: frames });
+          break;
+        }
+        case GNTTABOP_query_size: {
+          const d =
+            op.dom === undefined || op.dom === DOMID_SELF ? v.domain : this.domains.get(Number(op.dom));
+          results.push(
+            d
+              ? { status: GNTST_okay, nr_frames: d.grants.frames.length, max_nr_frames: MAX_GRANT_FRAMES }
+              : { status: -2, nr_frames: 0, max_nr_frames: 0 },
+          );
+          break;
+        }
+        case GNTTABOP_copy:
+          results.push({
+            status: grantCopy(
+              this,
+              v.domain,
+              op.source as CopyPtr,
+              op.dest as CopyPtr,
+              Number(op.len),
+              Number(op.flags ?? 0),
+            ),
+          });
+          break;
+        default:
+          return { rc: -ENOSYS, results };
+      }
+    }
+    return { rc: 0, results };
   }
 
   destroyDomain(domid: number): number {

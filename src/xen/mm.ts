@@ -454,12 +454,16 @@ export function getPageFromL1e(
   return 0;
 }
 
-/** `put_page_from_l1e`. */
-export function putPageFromL1e(h: Host, lo: number, hi: number, _l1eOwner: Domain | undefined): void {
+/**
+ * `put_page_from_l1e`. In debug builds, releasing a grant PTE (`_PAGE_GNTTAB`) other than by
+ * the grant unmap calls injects #GP(0) into the guest unless it is dying; the release happens anyway.
+ */
+export function putPageFromL1e(h: Host, lo: number, hi: number, l1eOwner: Domain | undefined): void {
   if ((lo & LO_P) === 0) return;
   const f = h.frames;
   const mfn = entryMfn(lo, hi);
   if (!f.valid(mfn) || f.ownerOf(mfn) === DOMID_IO) return;
+  if (h.debugBuild && hi & HI_GNTTAB && l1eOwner && !l1eOwner.isDying) l1eOwner.injectedGp++;
   if (lo & LO_RW) putPageType(h, mfn);
   putPage(h, mfn);
 }

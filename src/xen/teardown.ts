@@ -1,6 +1,7 @@
 /**
  * Domain destruction (`domain_relinquish_resources`, `relinquish_memory`),
  * in Xen's order for a PV domain:
+ *  0. its grant mappings of other domains' pages are released (`gnttab_release_mappings`);
  *  1. each vCPU's base pointers drop their refs (kernel, then user), then each
  *     vCPU's GDT frames;
  *  2. passes over the page list for L4, L3, L2: every pass clears any pin
@@ -16,11 +17,13 @@ import { PGT_l2_page_table, PGT_l3_page_table, PGT_l4_page_table } from "./abi.j
 import type { Domain } from "./domain.js";
 import { F_PINNED, F_VALIDATED } from "./frametable.js";
 import { destroyGdt } from "./gdt.js";
+import { releaseMappings } from "./grant.js";
 import type { Host } from "./host.js";
 import { devalidate, getPage, putPage, putPageAndType } from "./mm.js";
 
 export function destroyDomain(h: Host, d: Domain): void {
   d.isDying = true;
+  releaseMappings(h, d);
   for (const v of d.vcpus) {
     const k = v.guestTable;
     const u = v.guestTableUser;
@@ -49,6 +52,14 @@ export function destroyDomain(h: Host, d: Domain): void {
         devalidate(h, mfn, type);
       }
       putPage(h, mfn);
+    }
+  }
+  // The Xen-heap pages shared with the domain (its grant-table frames) lose their allocation ref.
+  const f2 = h.frames;
+  for (const m of d.xenPages.splice(0)) {
+    if (f2.allocated[m]) {
+      f2.allocated[m] = 0;
+      putPage(h, m);
     }
   }
   if (d.pages.size === 0) {
