@@ -1,6 +1,8 @@
 /**
  * Guest memory accesses through the MMU, and Xen's writable page-table
- * emulation (pv/ro-page-fault.c).
+ * emulation (pv/ro-page-fault.c). Accesses to frames beyond RAM (I/O mappings
+ * of a domain with I/O capabilities) reach no device: writes are dropped and
+ * reads return all ones.
  *
  * A vCPU accesses memory with its current base pointer (kernel or user L4)
  * and its TLB, as hardware would: a stale TLB entry is used until flushed.
@@ -42,6 +44,11 @@ export function guestAccess(
   const r = v.cpu.translateVa(va, access);
   if (r.ok) {
     const pa = r.paddr - (r.paddr % 8);
+    if (!h.mem.isBacked(pa)) {
+      // An I/O mapping beyond RAM: no device model here — writes go nowhere, reads see a
+      // master abort (all ones), as on a bus with nothing behind the address.
+      return kind === "write" ? { fault: false } : { fault: false, value: 0xffff_ffff_ffff_ffffn };
+    }
     if (kind === "write") h.mem.write64(pa, value);
     return kind === "write" ? { fault: false } : { fault: false, value: h.mem.read64(pa) };
   }

@@ -309,9 +309,10 @@ export class Host {
   // ---- grant tables ----
 
   /**
-   * The granter writes its shared entry `ref` (domid and frame, then flags), as a guest does.
-   * With `revoke`, it tries to take the entry back: only possible while neither GTF_reading nor
-   * GTF_writing is set. Returns false when the entry does not exist or cannot be revoked.
+   * The granter writes its shared entry `ref` (domid and frame, then flags), or with `revoke`
+   * clears it, following the granter protocol (reference B1): an entry that is in use
+   * (GTF_reading or GTF_writing set) is left alone and false returned — it cannot be revoked.
+   * Xen never relies on the shared flags (its pin counters are authoritative).
    */
   grantWrite(
     domid: number,
@@ -321,8 +322,9 @@ export class Host {
     const d = this.dom(domid);
     if (!Number.isInteger(ref) || ref < 0 || ref >= d.grants.nrEntries) return false;
     const [words, w] = d.grants.entryWords(this, ref);
+    // The granter protocol (B1): an entry in use (reading or writing) is neither revoked nor rewritten.
+    if (words[w] & (GTF_reading | GTF_writing)) return false;
     if (entry === "revoke") {
-      if (words[w] & (GTF_reading | GTF_writing)) return false;
       words[w] &= 0xffff0000;
       return true;
     }

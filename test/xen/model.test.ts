@@ -1,6 +1,6 @@
 /**
- * Model-based test: random but structured hypercall sequences from two
- * unprivileged domains. After every step the auditor recomputes every count
+ * Model-based test: random but structured hypercall sequences from three
+ * domains (0 privileged, 1 and 2 not), grants included. After every step the auditor recomputes every count
  * and checks every invariant (write exclusivity, no stale writable TLB entry
  * of a table, level discipline, ownership, …); every call must return a
  * result — an exception is a finding. At the end both domains are destroyed
@@ -44,6 +44,7 @@ const reached = {
   linear: 0,
   ptwr: 0,
   writableTlbHits: 0,
+  grantMaps: 0,
 };
 
 type Target = { kind: "own" | "other"; pfn: number } | { kind: "raw"; mfn: number };
@@ -75,7 +76,7 @@ const targetArb: fc.Arbitrary<Target> = fc.oneof(
 
 function mfnOf(w: World, dom: number, t: Target): number {
   if (t.kind === "raw") return t.mfn;
-  const d = w.h.domain(t.kind === "own" ? dom : 3 - dom);
+  const d = w.h.domain(t.kind === "own" ? dom : (dom + 1 + (t.pfn & 1)) % 3);
   return d?.p2m[t.pfn] ?? 0x10;
 }
 
@@ -128,17 +129,19 @@ class MmuUpdate extends Step {
     readonly index: number,
     readonly cmd: number,
     readonly val: { target: Target; lo: number; hi: number },
+    readonly foreign: number,
   ) {
     super();
   }
   exec(w: World) {
     const ptr = (BigInt(mfnOf(w, this.dom, this.table)) << 12n) + BigInt(this.index * 8 + this.cmd);
-    const r = w.h.mmuUpdate(this.dom, [{ ptr, val: value(w, this.dom, this.val) }]);
+    const fd = this.foreign < 0 ? 0x7ff0 : this.foreign;
+    const r = w.h.mmuUpdate(this.dom, [{ ptr, val: value(w, this.dom, this.val) }], fd);
     expect(r.rc).toBeLessThanOrEqual(0);
     if (r.rc === 0) reached.ok++;
   }
   toString() {
-    return `mmu_update(d${this.dom}, ${JSON.stringify(this.table)}[${this.index}] cmd ${this.cmd} = ${JSON.stringify(this.val)})`;
+    return `mmu_update(d${this.dom}, fd ${this.foreign}, ${JSON.stringify(this.table)}[${this.index}] cmd ${this.cmd} = ${JSON.stringify(this.val)})`;
   }
 }
 
@@ -298,12 +301,184 @@ class StaleRetype extends Step {
   }
 }
 
-const dom = fc.constantFrom(1, 2);
+/** The granter writes (or revokes) an entry granting one of its pages to another domain. */
+class Grant extends Step {
+  constructor(
+    readonly dom: number,
+    readonly ref: number,
+    readonly to: number,
+    readonly pfn: number,
+    readonly readonly: boolean,
+    readonly revoke: boolean,
+  ) {
+    super();
+  }
+  exec(w: World) {
+    const d = w.h.domain(this.dom)!;
+    w.h.grantWrite(
+      this.dom,
+      this.ref,
+      this.revoke ? "revoke" : { to: this.to, frame: d.p2m[this.pfn], readonly: this.readonly },
+    );
+  }
+  toString() {
+    return `grant(d${this.dom} ref ${this.ref} -> d${this.to}, pfn ${this.pfn}${this.readonly ? " ro" : ""}${this.revoke ? " revoke" : ""})`;
+  }
+}
+
+/** Map a grant (into one of the mapper's L1 slots, by machine address or linear address, or for a device). */
+class MapGrant extends Step {
+  constructor(
+    readonly dom: number,
+    readonly granter: number,
+    readonly ref: number,
+    readonly flags: number,
+    readonly slot: Target,
+    readonly index: number,
+  ) {
+    super();
+  }
+  exec(w: World) {
+    const addr =
+      this.flags & 16
+        ? BigInt(mfnOf(w, this.dom, this.slot) * 4096 + this.index * 8)
+        : BigInt(this.index) * 0x1000n;
+    const r = w.h.grantTableOp(this.dom, 0, 0, [
+      { host_addr: addr, flags: this.flags, ref: this.ref, dom: this.granter },
+    ]);
+    expect(r.rc).toBe(0);
+    if (r.results[0].status === 0) reached.grantMaps++;
+  }
+  toString() {
+    return `map_grant(d${this.dom} <- d${this.granter} ref ${this.ref}, flags ${this.flags}, ${JSON.stringify(this.slot)}[${this.index}])`;
+  }
+}
+
+/** Unmap a grant handle (its recorded PTE address, or a wrong one). */
+class UnmapGrant extends Step {
+  constructor(
+    readonly dom: number,
+    readonly handle: number,
+    readonly right: boolean,
+    readonly replace: boolean,
+  ) {
+    super();
+  }
+  exec(w: World) {
+    const mt = w.h.domain(this.dom)?.grants;
+    if (!mt) return;
+    const addr = this.right && this.handle < mt.mtAddr.length ? mt.mtAddr[this.handle] : 0x2000;
+    const rd = w.h.domain(mt.mtDom[this.handle] ?? 0);
+    const dev = rd ? BigInt(rd.grants.actMfn[mt.mtRef[this.handle] ?? 0] ?? 0) << 12n : 0n;
+    w.h.grantTableOp(this.dom, 0, this.replace ? 7 : 1, [
+      {
+        host_addr: BigInt(addr),
+        dev_bus_addr: this.right ? dev : 0n,
+        handle: this.handle,
+        new_addr: this.replace ? 0x3000n : 0n,
+      },
+    ]);
+  }
+  toString() {
+    return `unmap_grant(d${this.dom} handle ${this.handle}${this.right ? "" : " wrong addr"}${this.replace ? " replace" : ""})`;
+  }
+}
+
+/**
+ * A hostile compound step: a grant mapped into an L1 slot, the slot then overwritten by
+ * mmu_update (an implicit unmap), then the handle unmapped explicitly — which must fail the
+ * PTE check rather than drop the grant's references a second time.
+ */
+class GrantOverwrite extends Step {
+  constructor(
+    readonly dom: number,
+    readonly index: number,
+    readonly val: { target: Target; lo: number; hi: number },
+  ) {
+    super();
+  }
+  exec(w: World) {
+    const d = w.h.domain(this.dom)!;
+    const g = w.h.domain((this.dom + 1) % 3)!;
+    const ref = 11;
+    w.h.grantWrite(g.domid, ref, { to: this.dom, frame: g.p2m[5] });
+    const pte = BigInt(d.p2m[3] * 4096 + this.index * 8);
+    const r = w.h.grantTableOp(this.dom, 0, 0, [{ host_addr: pte, flags: 0x12, ref, dom: g.domid }]);
+    const handle = r.results[0].handle as number;
+    w.h.mmuUpdate(this.dom, [{ ptr: pte, val: value(w, this.dom, this.val) }]);
+    w.h.grantTableOp(this.dom, 0, 1, [{ host_addr: pte, dev_bus_addr: 0n, handle }]);
+  }
+  toString() {
+    return `grant_overwrite(d${this.dom}, L1[${this.index}] := ${JSON.stringify(this.val)})`;
+  }
+}
+
+/** A same-level entry: the live L2 (pfn 2) or L4 (pfn 0) pointing at the spare L2 (pfn 9) or L4 (pfn 10). */
+class LinearEntry extends Step {
+  constructor(
+    readonly dom: number,
+    readonly l4: boolean,
+    readonly index: number,
+    readonly flags: number,
+    readonly reverse: boolean,
+  ) {
+    super();
+  }
+  exec(w: World) {
+    const d = w.h.domain(this.dom)!;
+    const [a, b] = this.l4 ? [0, 10] : [2, 9];
+    const [from, to] = this.reverse ? [b, a] : [a, b];
+    w.h.mmuUpdate(this.dom, [
+      {
+        ptr: BigInt(d.p2m[from] * 4096 + this.index * 8),
+        val: (BigInt(d.p2m[to]) << 12n) | BigInt(this.flags),
+      },
+    ]);
+  }
+  toString() {
+    return `linear(d${this.dom}, ${this.l4 ? "L4" : "L2"}${this.reverse ? " reverse" : ""}[${this.index}] flags ${this.flags})`;
+  }
+}
+
+/** A kernel store into the read-only mapping of the L1 (va 0x4000) with writable page tables on. */
+class PtwrWrite extends Step {
+  constructor(
+    readonly dom: number,
+    readonly slot: number,
+    readonly val: { target: Target; lo: number; hi: number },
+  ) {
+    super();
+  }
+  exec(w: World) {
+    w.h.vmAssist(this.dom, 0, 2);
+    const r = w.h.access(
+      this.dom,
+      0,
+      0x4000n + BigInt(this.slot * 8),
+      "write",
+      false,
+      value(w, this.dom, this.val),
+    );
+    if (!r.fault && r.emulated) reached.ptwr++;
+  }
+  toString() {
+    return `ptwr(d${this.dom}, L1[${this.slot}] := ${JSON.stringify(this.val)})`;
+  }
+}
+
+const dom = fc.constantFrom(0, 1, 2);
 const own = fc.record({ kind: fc.constant("own" as const), pfn: fc.integer({ min: 0, max: PAGES - 1 }) });
 const commands = [
   fc
-    .tuple(dom, targetArb, fc.constantFrom(...INDICES), fc.constantFrom(0, 0, 0, 1, 2, 3, 5), valueArb)
-    .map(([d, t, i, c, v]) => new MmuUpdate(d, t, i, c, v)),
+    .tuple(
+      dom,
+      targetArb,
+      fc.constantFrom(...INDICES),
+      fc.constantFrom(0, 0, 0, 1, 2, 3, 5),
+      valueArb,
+      fc.constantFrom(-1, -1, -1, 0, 1, 2),
+    )
+    .map(([d, t, i, c, v, fd]) => new MmuUpdate(d, t, i, c, v, fd)),
   fc
     .tuple(
       dom,
@@ -333,6 +508,37 @@ const commands = [
     .map(([d, v, va, k, u, val]) => new Access(d, v, va, k as "read" | "write" | "fetch", u, val)),
   fc.tuple(dom, fc.boolean()).map(([d, on]) => new Assist(d, on)),
   fc
+    .tuple(
+      dom,
+      fc.constantFrom(8, 9, 10),
+      fc.integer({ min: 0, max: 4 }),
+      fc.integer({ min: 0, max: 12 }),
+      fc.boolean(),
+      fc.integer({ min: 0, max: 5 }),
+    )
+    .map(([d, ref, to, pfn, ro, rv]) => new Grant(d, ref, to === 0 ? d : (d + 2) % 3, pfn, ro, rv === 0)),
+  fc
+    .tuple(
+      dom,
+      fc.integer({ min: 0, max: 4 }),
+      fc.constantFrom(8, 9, 10),
+      fc.constantFrom(0x12, 0x16, 0x1a, 0x13, 0x2, 0x6, 0x1, 0x5, 0x0),
+      fc.oneof(
+        { weight: 4, arbitrary: fc.constant({ kind: "own" as const, pfn: 3 }) },
+        { weight: 1, arbitrary: targetArb },
+      ),
+      fc.integer({ min: 0, max: 8 }),
+    )
+    .map(([d, g, ref, fl, slot, i]) => new MapGrant(d, g === 0 ? d : (d + 1) % 3, ref, fl, slot, i)),
+  fc
+    .tuple(dom, fc.integer({ min: 0, max: 4 }), fc.boolean(), fc.integer({ min: 0, max: 4 }))
+    .map(([d, hnd, right, rep]) => new UnmapGrant(d, hnd, right, rep === 0)),
+  fc.tuple(dom, fc.integer({ min: 0, max: 6 }), valueArb).map(([d, i, v]) => new GrantOverwrite(d, i, v)),
+  fc.tuple(dom, fc.integer({ min: 0, max: 8 }), valueArb).map(([d, i, v]) => new PtwrWrite(d, i, v)),
+  fc
+    .tuple(dom, fc.boolean(), fc.constantFrom(5, 6, 300), fc.constantFrom(0x5, 0x5, 0x7, 0x0), fc.boolean())
+    .map(([d, l4, i, f, r]) => new LinearEntry(d, l4, i, f, r)),
+  fc
     .tuple(dom, fc.constantFrom(0, 1), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 4 }))
     .map(([d, v, slot, l]) => new StaleRetype(d, v, slot, l)),
   fc
@@ -347,30 +553,32 @@ describe("hypervisor invariants under random hypercall sequences", () => {
         fc.property(fc.commands(commands, { maxCommands: 80, size: "large" }), (cmds) => {
           const h = new Host({ memoryMiB: 16, linearPolicy: policy });
           const owned: number[] = [];
-          for (const domid of [1, 2]) {
-            const d = h.createDomain({ domid, pages: PAGES, vcpus: 2 });
-            owned.push(...d.pages);
+          for (const domid of [0, 1, 2]) {
+            const d = h.createDomain({ domid, pages: PAGES, vcpus: 2, privileged: domid === 0 });
+            owned.push(...d.pages, ...d.xenPages);
             buildTree(h, domid);
           }
           fc.modelRun(() => ({ model: {}, real: { h } }), cmds);
           expect(h.destroyDomain(1)).toBe(0);
           expect(h.destroyDomain(2)).toBe(0);
+          expect(h.destroyDomain(0)).toBe(0);
           expect(h.checkFree(owned)).toEqual([]);
           expect(h.audit().problems).toEqual([]);
         }),
-        { numRuns: 150, seed: 7 },
+        { numRuns: 200, seed: 7 },
       );
     });
   }
 
   it("reached the states where rules interact (the runs above were not trivial)", () => {
     expect(reached.calls).toBeGreaterThan(10_000);
-    expect(reached.ok).toBeGreaterThan(500);
+    expect(reached.ok).toBeGreaterThan(300);
     expect(reached.upperTables).toBeGreaterThan(10_000);
     expect(reached.baseptr).toBeGreaterThan(10_000);
     expect(reached.linear).toBeGreaterThan(10);
-    expect(reached.ptwr).toBeGreaterThan(3);
-    expect(reached.writableTlbHits).toBeGreaterThan(50);
+    expect(reached.ptwr).toBeGreaterThan(20);
+    expect(reached.writableTlbHits).toBeGreaterThan(30);
+    expect(reached.grantMaps).toBeGreaterThan(50);
   });
 
   it("reaches pinned, validated multi-level trees (the generator is not trivial)", () => {
