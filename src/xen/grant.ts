@@ -178,29 +178,34 @@ function reduceStatus(words: Uint32Array, w: number, pin: number): void {
   words[w] = (words[w] & 0xffff0000) | flags;
 }
 
-/** The L1 slot a host mapping writes: by machine address (contains_pte) or by linear address. */
-function grantPteSlot(h: Host, v: Vcpu, addr: bigint, flags: number): [number, number] | undefined {
+/** Index of the slot found by the last `grantPteSlot`. */
+let slotIndex = 0;
+
+/**
+ * The L1 a host mapping writes (its slot index in `slotIndex`): by machine address
+ * (contains_pte) or the L1 slot of a linear address. The L1 must be the mapper's and a
+ * validated L1. Returns -1 otherwise.
+ */
+function grantPteSlot(h: Host, v: Vcpu, addr: bigint, flags: number): number {
   let l1: number;
-  let index: number;
   if (flags & GNTMAP_contains_pte) {
-    if (addr & 7n) return undefined;
-    l1 = Number(addr >> 12n);
-    index = Number((addr & 0xfffn) >> 3n);
-    if (!h.frames.valid(l1) || h.frames.ownerOf(l1) !== v.domain.domid) return undefined;
+    const a = Number(addr);
+    if (!Number.isSafeInteger(a) || a % 8 !== 0) return -1;
+    l1 = Math.floor(a / 4096);
+    slotIndex = (a % 4096) >>> 3;
   } else {
     const at = guestL1e(h, v, addr);
-    if (!at) return undefined;
-    [l1, index] = at;
-    if (h.frames.ownerOf(l1) !== v.domain.domid) return undefined;
+    if (!at) return -1;
+    [l1, slotIndex] = at;
   }
   const f = h.frames;
-  if (!(f.flags[l1] & F_VALIDATED) || f.typeCount[l1] === 0 || f.type[l1] !== PGT_l1_page_table)
-    return undefined;
-  return [l1, index];
+  if (!f.valid(l1) || f.ownerOf(l1) !== v.domain.domid) return -1;
+  if (!(f.flags[l1] & F_VALIDATED) || f.typeCount[l1] === 0 || f.type[l1] !== PGT_l1_page_table) return -1;
+  return l1;
 }
 
-/** `create_grant_pv_mapping`: the grant PTE, adjusted as any L1 entry. */
-function grantPte(h: Host, mfn: number, flags: number): [number, number] {
+/** `create_grant_pv_mapping`: write the grant PTE, adjusted as any L1 entry. */
+function writeGrantPte(h: Host, t: Uint32Array, index: number, mfn: number, flags: number): void {
   let lo = ((mfn % 0x10_0000) * 4096 + (LO_P | LO_A | LO_D)) >>> 0;
   let hi = Math.floor(mfn / 0x10_0000) | 0x80000000 | (h.debugBuild ? HI_GNTTAB : 0);
   if (flags & GNTMAP_application_map) lo |= LO_US;
@@ -211,33 +216,30 @@ function grantPte(h: Host, mfn: number, flags: number): [number, number] {
     hi |= HI_GUEST_KERNEL;
   }
   if ((hi & HI_GUEST_KERNEL) === 0) lo |= LO_G | LO_US;
-  return [lo >>> 0, hi >>> 0];
+  t[index * 2] = lo >>> 0;
+  t[index * 2 + 1] = hi >>> 0;
 }
 
 /** GNTTABOP_map_grant_ref for one op, issued by vCPU `v` (domain ld). */
 export function mapGrantRef(h: Host, v: Vcpu, op: MapOp): MapResult {
   const ld = v.domain;
-  const fail = (status: number): MapResult => ({ status, handle: 0, dev_bus_addr: 0n });
   const inc = pinIncrement(op.flags);
-  if (inc === 0) return fail(GNTST_bad_gntref);
+  if (inc === 0) return { status: GNTST_bad_gntref, handle: 0, dev_bus_addr: 0n };
   const rd = h.domains.get(op.dom === DOMID_SELF ? ld.domid : op.dom);
-  if (!rd) return fail(GNTST_bad_domain);
+  if (!rd) return { status: GNTST_bad_domain, handle: 0, dev_bus_addr: 0n };
   const gt = rd.grants;
   const handle = ld.grants.allocHandle();
-  if (handle < 0) return fail(GNTST_no_space);
-  const undoHandle = (status: number) => {
-    ld.grants.freeHandle(handle);
-    return fail(status);
-  };
+  if (handle < 0) return { status: GNTST_no_space, handle: 0, dev_bus_addr: 0n };
   const ref = op.ref >>> 0;
-  if (ref >= gt.nrEntries) return undoHandle(GNTST_bad_gntref);
-  const [words, w] = gt.entryWords(h, ref);
+  if (ref >= gt.nrEntries) return mapFailed(ld, handle, GNTST_bad_gntref);
+  const words = h.mem.frameForWrite(gt.frames[ref >>> 9]);
+  const w = (ref & 511) * 2;
   const readonly = (op.flags & GNTMAP_readonly) !== 0;
   const oldPin = gt.pin[ref];
   const oldWord = words[w];
   if (oldPin !== 0) {
     if (gt.actDomid[ref] !== ld.domid || words[w] & GTF_sub_page || !pinRoom(oldPin, inc)) {
-      return undoHandle(GNTST_general_error);
+      return mapFailed(ld, handle, GNTST_general_error);
     }
   }
   if (oldPin === 0 || (!readonly && (oldPin & 0x00ff00ff) === 0)) {
@@ -247,73 +249,73 @@ export function mapGrantRef(h: Host, v: Vcpu, op: MapOp): MapResult {
       oldPin === 0 &&
       ((flags & GTF_type_mask) !== GTF_permit_access || flags & GTF_sub_page || domid !== ld.domid)
     ) {
-      return undoHandle(GNTST_general_error);
+      return mapFailed(ld, handle, GNTST_general_error);
     }
-    if (!readonly && flags & GTF_readonly) return undoHandle(GNTST_general_error);
+    if (!readonly && flags & GTF_readonly) return mapFailed(ld, handle, GNTST_general_error);
     words[w] = oldWord | GTF_reading | (readonly ? 0 : GTF_writing);
   }
   if (oldPin === 0) {
     const frame = words[w + 1];
     if (!h.frames.valid(frame) || h.frames.ownerOf(frame) !== rd.domid) {
       words[w] = oldWord;
-      return undoHandle(GNTST_bad_page);
+      return mapFailed(ld, handle, GNTST_bad_page);
     }
     gt.actDomid[ref] = ld.domid;
     gt.actMfn[ref] = frame;
   }
   const mfn = gt.actMfn[ref];
   gt.pin[ref] = oldPin + inc;
-  const undoPin = (status: number) => {
-    gt.pin[ref] = oldPin;
-    words[w] = oldWord;
-    if (oldPin === 0) reduceStatus(words, w, 0);
-    return undoHandle(status);
-  };
   // References: one general ref per kind of mapping, a writable type ref per writable one.
   const kinds = (op.flags & GNTMAP_device_map ? 1 : 0) + (op.flags & GNTMAP_host_map ? 1 : 0);
   let took = 0;
-  let typed = 0;
-  const release = () => {
-    for (let i = 0; i < typed; i++) putPageType(h, mfn);
-    for (let i = 0; i < took; i++) putPage(h, mfn);
-  };
-  for (let k = 0; k < kinds; k++) {
-    if (!getPage(h, mfn, rd.domid)) {
-      release();
-      return undoPin(GNTST_general_error);
-    }
-    took++;
-    if (!readonly) {
-      if (getPageType(h, mfn, PGT_writable_page) !== 0) {
-        release();
-        return undoPin(GNTST_general_error);
+  let ok = true;
+  for (let k = 0; k < kinds && ok; k++) {
+    if (!getPage(h, mfn, rd.domid)) ok = false;
+    else {
+      took++;
+      if (!readonly && getPageType(h, mfn, PGT_writable_page) !== 0) {
+        putPage(h, mfn);
+        took--;
+        ok = false;
       }
-      typed++;
     }
   }
   let pteAddr = 0;
-  if (op.flags & GNTMAP_host_map) {
-    const slot = grantPteSlot(h, v, op.host_addr, op.flags);
-    if (!slot) {
-      release();
-      return undoPin(GNTST_general_error);
+  if (ok && op.flags & GNTMAP_host_map) {
+    const l1 = grantPteSlot(h, v, op.host_addr, op.flags);
+    if (l1 < 0) ok = false;
+    else {
+      const t = h.mem.frameForWrite(l1);
+      const index = slotIndex;
+      const olo = t[index * 2];
+      const ohi = t[index * 2 + 1];
+      writeGrantPte(h, t, index, mfn, op.flags);
+      putPageFromL1e(h, olo, ohi, ld);
+      pteAddr = l1 * 4096 + index * 8;
     }
-    const [l1, index] = slot;
-    const t = h.mem.frameForWrite(l1);
-    const olo = t[index * 2];
-    const ohi = t[index * 2 + 1];
-    const [lo, hi] = grantPte(h, mfn, op.flags);
-    t[index * 2] = lo;
-    t[index * 2 + 1] = hi;
-    putPageFromL1e(h, olo, ohi, ld);
-    pteAddr = l1 * 4096 + index * 8;
   }
-  ld.grants.mtRef[handle] = ref;
-  ld.grants.mtDom[handle] = rd.domid;
-  ld.grants.mtAddr[handle] = pteAddr;
-  ld.grants.mtFlags[handle] =
+  if (!ok) {
+    for (let i = 0; i < took; i++) {
+      if (!readonly) putPageType(h, mfn);
+      putPage(h, mfn);
+    }
+    gt.pin[ref] = oldPin;
+    words[w] = oldWord;
+    if (oldPin === 0) reduceStatus(words, w, 0);
+    return mapFailed(ld, handle, GNTST_general_error);
+  }
+  const mt = ld.grants;
+  mt.mtRef[handle] = ref;
+  mt.mtDom[handle] = rd.domid;
+  mt.mtAddr[handle] = pteAddr;
+  mt.mtFlags[handle] =
     op.flags & (GNTMAP_device_map | GNTMAP_host_map | GNTMAP_readonly | GNTMAP_contains_pte);
   return { status: GNTST_okay, handle, dev_bus_addr: BigInt(mfn) << 12n };
+}
+
+function mapFailed(ld: Domain, handle: number, status: number): MapResult {
+  ld.grants.freeHandle(handle);
+  return { status, handle: 0, dev_bus_addr: 0n };
 }
 
 export interface UnmapOp {
@@ -350,9 +352,9 @@ export function unmapGrantRef(h: Host, v: Vcpu, op: UnmapOp, replace: boolean): 
     if (replace && op.new_addr !== undefined && op.new_addr !== 0n && flags & GNTMAP_contains_pte) {
       return GNTST_general_error;
     }
-    const slot = grantPteSlot(h, v, op.host_addr, flags & GNTMAP_contains_pte);
-    if (!slot) return GNTST_general_error;
-    const [l1, index] = slot;
+    const l1 = grantPteSlot(h, v, op.host_addr, flags & GNTMAP_contains_pte);
+    if (l1 < 0) return GNTST_general_error;
+    const index = slotIndex;
     const t = h.mem.frameForWrite(l1);
     const lo = t[index * 2];
     const hi = t[index * 2 + 1];

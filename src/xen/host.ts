@@ -360,7 +360,7 @@ export class Host {
     for (const op of ops) {
       switch (cmd) {
         case GNTTABOP_map_grant_ref:
-          results.push({ ...mapGrantRef(this, v, op as unknown as MapOp) });
+          results.push(mapGrantRef(this, v, op as unknown as MapOp) as unknown as Record<string, unknown>);
           break;
         case GNTTABOP_unmap_grant_ref:
         case GNTTABOP_unmap_and_replace: {
