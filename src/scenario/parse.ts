@@ -9,6 +9,7 @@
 
 import * as abi from "../xen/abi.js";
 import * as grant from "../xen/grant.js";
+import * as memory from "../xen/memory.js";
 
 export class ScenarioError extends Error {
   constructor(
@@ -75,7 +76,7 @@ export function parseScenario(text: string): ScenarioLine[] {
 }
 
 const CONSTANTS: Record<string, bigint> = {};
-for (const [k, v] of [...Object.entries(abi), ...Object.entries(grant)]) {
+for (const [k, v] of [...Object.entries(abi), ...Object.entries(grant), ...Object.entries(memory)]) {
   if (typeof v === "number") CONSTANTS[k] = BigInt(v);
   if (typeof v === "bigint") CONSTANTS[k] = v;
 }

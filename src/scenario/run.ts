@@ -153,6 +153,7 @@ class Runner {
     switch (o.op) {
       case "domain": {
         const d = h.createDomain({
+          maxPages: o.max_pages === undefined ? undefined : toNum(o.max_pages, "max_pages", ln),
           domid: toNum(o.domid, "domid", ln),
           pages: o.pages === undefined ? 0 : toNum(o.pages, "pages", ln),
           privileged: o.privileged === true,
@@ -226,6 +227,26 @@ class Runner {
           results: r.results.map((x) =>
             Object.fromEntries(Object.entries(x).map(([k, v]) => [k, typeof v === "bigint" ? hex(v) : v])),
           ),
+        };
+      }
+      case "memory_op": {
+        const dom = this.dom(o, ln);
+        const ext = o.extents ?? [];
+        if (!Array.isArray(ext)) throw new ScenarioError(ln, '"extents" must be an array');
+        const cmd = toNum(o.cmd, "cmd", ln);
+        // decrease_reservation and exchange name frames; populate_physmap names gpfns.
+        const byFrame = cmd === 1 || cmd === 11;
+        const extents = ext.map((x: unknown) => (byFrame ? this.frame(x, ln, dom) : toNum(x, "extent", ln)));
+        const r = h.memoryOp(dom, cmd, {
+          extents,
+          order: o.order === undefined ? 0 : toNum(o.order, "order", ln),
+          out_order: o.out_order === undefined ? undefined : toNum(o.out_order, "out_order", ln),
+          domid: o.domid === undefined || o.domid === "self" ? undefined : toNum(o.domid, "domid", ln),
+        });
+        return {
+          rc: r.rc,
+          extents: r.extents.map((m) => `0x${m.toString(16)}`),
+          nr_exchanged: r.nr_exchanged,
         };
       }
       case "check_grant": {

@@ -39,6 +39,7 @@ import {
   type UnmapOp,
   unmapGrantRef,
 } from "./grant.js";
+import { type MemoryResult, memoryOp, type Reservation } from "./memory.js";
 import { getPgOwner, type HypercallResult, type MmuUpdateReq, mmuUpdate, updateVaMapping } from "./mmu.js";
 import { type MmuextOp, mmuextOp } from "./mmuext.js";
 import { type MulticallEntry, multicall, vmAssist } from "./multicall.js";
@@ -172,7 +173,10 @@ export class Host {
     return this.total - this.used;
   }
 
-  /** Give frame `mfn` to `d` as its pfn `pfn` (`guest_physmap_add_page` + `assign_pages`). */
+  /**
+   * Give frame `mfn` to `d` as its pfn `pfn` (`assign_pages` + `guest_physmap_add_page`: the
+   * M2P entry, and the guest's P2M list as the guest keeps it); pfn -1: no gpfn (invalid M2P).
+   */
   assignPage(d: Domain, mfn: number, pfn: number): void {
     const f = this.frames;
     this.mem.zeroFrame(mfn);
@@ -184,10 +188,10 @@ export class Host {
     f.flags[mfn] = 0;
     f.linear[mfn] = 0;
     f.tableUses[mfn] = 0;
-    f.m2pLo[mfn] = pfn >>> 0;
-    f.m2pHi[mfn] = Math.floor(pfn / 2 ** 32);
+    f.m2pLo[mfn] = pfn < 0 ? 0xffffffff : pfn >>> 0;
+    f.m2pHi[mfn] = pfn < 0 ? 0xffffffff : Math.floor(pfn / 2 ** 32);
     d.pages.add(mfn);
-    d.p2m[pfn] = mfn;
+    if (pfn >= 0) d.p2m[pfn] = mfn;
     this.used++;
   }
 
@@ -304,6 +308,11 @@ export class Host {
     if (f.typeCount[mfn] > 0 && f.type[mfn] !== 0 && f.type[mfn] !== 7) return false;
     this.mem.write64(mfn * 4096 + index * 8, val);
     return true;
+  }
+
+  /** `memory_op(cmd, reservation)` issued by `domid`. */
+  memoryOp(domid: number, cmd: number, arg: Reservation & { out_order?: number }): MemoryResult {
+    return memoryOp(this, this.dom(domid), cmd, arg);
   }
 
   // ---- grant tables ----

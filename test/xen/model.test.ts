@@ -45,6 +45,7 @@ const reached = {
   ptwr: 0,
   writableTlbHits: 0,
   grantMaps: 0,
+  memoryOps: 0,
 };
 
 type Target = { kind: "own" | "other"; pfn: number } | { kind: "raw"; mfn: number };
@@ -73,6 +74,11 @@ const targetArb: fc.Arbitrary<Target> = fc.oneof(
     }),
   },
 );
+
+/** A domain's frame for a pfn, or an I/O frame if the pfn was given back (ballooned out). */
+function pm(w: World, dom: number, pfn: number): number {
+  return w.h.domain(dom)?.p2m[pfn] ?? 0x10;
+}
 
 function mfnOf(w: World, dom: number, t: Target): number {
   if (t.kind === "raw") return t.mfn;
@@ -240,8 +246,7 @@ class Poke extends Step {
     super();
   }
   exec(w: World) {
-    const mfn = w.h.domain(this.dom)!.p2m[this.pfn];
-    w.h.poke(this.dom, mfn, this.index, value(w, this.dom, this.val));
+    w.h.poke(this.dom, pm(w, this.dom, this.pfn), this.index, value(w, this.dom, this.val));
   }
   toString() {
     return `poke(d${this.dom}, pfn ${this.pfn}[${this.index}], ${JSON.stringify(this.val)})`;
@@ -289,9 +294,8 @@ class StaleRetype extends Step {
     super();
   }
   exec(w: World) {
-    const d = w.h.domain(this.dom)!;
     w.h.access(this.dom, this.vcpu, BigInt(this.slot * 0x1000), "write", false, 0n);
-    const ptr = (BigInt(d.p2m[3]) << 12n) + BigInt(this.slot * 8);
+    const ptr = (BigInt(pm(w, this.dom, 3)) << 12n) + BigInt(this.slot * 8);
     const victim = w.h.mem.read64(Number(ptr & ~7n)) >> 12n;
     w.h.mmuUpdate(this.dom, [{ ptr, val: 0n }]);
     w.h.mmuextOp(this.dom, [{ cmd: this.level - 1, arg1: victim & 0xffffffffffn }]);
@@ -314,11 +318,10 @@ class Grant extends Step {
     super();
   }
   exec(w: World) {
-    const d = w.h.domain(this.dom)!;
     w.h.grantWrite(
       this.dom,
       this.ref,
-      this.revoke ? "revoke" : { to: this.to, frame: d.p2m[this.pfn], readonly: this.readonly },
+      this.revoke ? "revoke" : { to: this.to, frame: pm(w, this.dom, this.pfn), readonly: this.readonly },
     );
   }
   toString() {
@@ -398,12 +401,11 @@ class GrantOverwrite extends Step {
     super();
   }
   exec(w: World) {
-    const d = w.h.domain(this.dom)!;
-    const g = w.h.domain((this.dom + 1) % 3)!;
+    const g = (this.dom + 1) % 3;
     const ref = 11;
-    w.h.grantWrite(g.domid, ref, { to: this.dom, frame: g.p2m[5] });
-    const pte = BigInt(d.p2m[3] * 4096 + this.index * 8);
-    const r = w.h.grantTableOp(this.dom, 0, 0, [{ host_addr: pte, flags: 0x12, ref, dom: g.domid }]);
+    w.h.grantWrite(g, ref, { to: this.dom, frame: pm(w, g, 5) });
+    const pte = BigInt(pm(w, this.dom, 3) * 4096 + this.index * 8);
+    const r = w.h.grantTableOp(this.dom, 0, 0, [{ host_addr: pte, flags: 0x12, ref, dom: g }]);
     const handle = r.results[0].handle as number;
     w.h.mmuUpdate(this.dom, [{ ptr: pte, val: value(w, this.dom, this.val) }]);
     w.h.grantTableOp(this.dom, 0, 1, [{ host_addr: pte, dev_bus_addr: 0n, handle }]);
@@ -425,13 +427,12 @@ class LinearEntry extends Step {
     super();
   }
   exec(w: World) {
-    const d = w.h.domain(this.dom)!;
     const [a, b] = this.l4 ? [0, 10] : [2, 9];
     const [from, to] = this.reverse ? [b, a] : [a, b];
     w.h.mmuUpdate(this.dom, [
       {
-        ptr: BigInt(d.p2m[from] * 4096 + this.index * 8),
-        val: (BigInt(d.p2m[to]) << 12n) | BigInt(this.flags),
+        ptr: BigInt(pm(w, this.dom, from) * 4096 + this.index * 8),
+        val: (BigInt(pm(w, this.dom, to)) << 12n) | BigInt(this.flags),
       },
     ]);
   }
@@ -463,6 +464,29 @@ class PtwrWrite extends Step {
   }
   toString() {
     return `ptwr(d${this.dom}, L1[${this.slot}] := ${JSON.stringify(this.val)})`;
+  }
+}
+
+/** memory_op: give a page back (possibly one still mapped, pinned or granted), or take pages. */
+class Memory extends Step {
+  constructor(
+    readonly dom: number,
+    readonly cmd: number,
+    readonly pfn: number,
+    readonly target: number,
+  ) {
+    super();
+  }
+  exec(w: World) {
+    const extents = this.cmd === 1 ? [pm(w, this.target, this.pfn)] : [this.pfn];
+    const r = w.h.memoryOp(this.dom, this.cmd, {
+      extents,
+      domid: this.target === this.dom ? undefined : this.target,
+    });
+    if (r.rc > 0) reached.memoryOps++;
+  }
+  toString() {
+    return `memory_op(d${this.dom}, cmd ${this.cmd}, pfn ${this.pfn}, for d${this.target})`;
   }
 }
 
@@ -536,6 +560,14 @@ const commands = [
   fc.tuple(dom, fc.integer({ min: 0, max: 6 }), valueArb).map(([d, i, v]) => new GrantOverwrite(d, i, v)),
   fc.tuple(dom, fc.integer({ min: 0, max: 8 }), valueArb).map(([d, i, v]) => new PtwrWrite(d, i, v)),
   fc
+    .tuple(
+      dom,
+      fc.constantFrom(0, 1, 1, 6),
+      fc.integer({ min: 0, max: PAGES + 4 }),
+      fc.integer({ min: 0, max: 5 }),
+    )
+    .map(([d, c, p, t]) => new Memory(d, c, p, t < 4 ? d : t % 3)),
+  fc
     .tuple(dom, fc.boolean(), fc.constantFrom(5, 6, 300), fc.constantFrom(0x5, 0x5, 0x7, 0x0), fc.boolean())
     .map(([d, l4, i, f, r]) => new LinearEntry(d, l4, i, f, r)),
   fc
@@ -579,6 +611,7 @@ describe("hypervisor invariants under random hypercall sequences", () => {
     expect(reached.ptwr).toBeGreaterThan(20);
     expect(reached.writableTlbHits).toBeGreaterThan(30);
     expect(reached.grantMaps).toBeGreaterThan(50);
+    expect(reached.memoryOps).toBeGreaterThan(100);
   });
 
   it("reaches pinned, validated multi-level trees (the generator is not trivial)", () => {
