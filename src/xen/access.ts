@@ -21,7 +21,7 @@ import { PGT_l1_page_table, VMASST_TYPE_writable_pagetables } from "./abi.js";
 import type { Vcpu } from "./domain.js";
 import { F_VALIDATED } from "./frametable.js";
 import type { Host } from "./host.js";
-import { adjustL1, entryMfn, getPageFromL1e, putPageFromL1e } from "./mm.js";
+import { entryMfn, getPageFromL1e, putPageFromL1e, storeL1e } from "./mm.js";
 import { guestL1e } from "./mmu.js";
 
 export type AccessKind = "read" | "write" | "fetch";
@@ -84,19 +84,19 @@ function ptwrEmulate(h: Host, v: Vcpu, va: bigint, value: bigint): boolean {
     return false;
   }
   const slot = Number((BigInt.asUintN(64, va) & 0xfffn) >> 3n);
-  let lo = Number(value & 0xffffffffn);
-  let hi = Number((value >> 32n) & 0xffffffffn);
-  if (lo & LO_P) {
-    const rc = getPageFromL1e(h, lo, hi, d, d);
-    if (rc < 0) return false;
-    lo = (lo ^ rc) >>> 0;
-    [lo, hi] = adjustL1(lo, hi);
-  }
+  const lo = Number(value & 0xffffffffn);
+  const hi = Number((value >> 32n) & 0xffffffffn);
   const t = h.mem.frameForWrite(target);
   const olo = t[slot * 2];
   const ohi = t[slot * 2 + 1];
-  t[slot * 2] = lo >>> 0;
-  t[slot * 2 + 1] = hi >>> 0;
+  if (lo & LO_P) {
+    const rc = getPageFromL1e(h, lo, hi, d, d); // full checks, no fast path
+    if (rc < 0) return false;
+    storeL1e(t, slot, (lo ^ rc) >>> 0, hi);
+  } else {
+    t[slot * 2] = lo >>> 0;
+    t[slot * 2 + 1] = hi >>> 0;
+  }
   putPageFromL1e(h, olo, ohi, d);
   return true;
 }

@@ -53,6 +53,31 @@ export class FrameTable {
     this.listPos = new Int32Array(frames);
   }
 
+  /**
+   * Give `mfn` to `domid` with just its allocation reference, no type, and M2P entry `pfn`
+   * (-1: invalid); the rest of its state starts afresh.
+   */
+  claim(mfn: number, domid: number, pfn: number): void {
+    this.owner[mfn] = domid + 1;
+    this.count[mfn] = 1;
+    this.allocated[mfn] = 1;
+    this.type[mfn] = 0;
+    this.typeCount[mfn] = 0;
+    this.flags[mfn] = 0;
+    this.linear[mfn] = 0;
+    this.tableUses[mfn] = 0;
+    this.m2pLo[mfn] = pfn < 0 ? 0xffffffff : pfn >>> 0;
+    this.m2pHi[mfn] = pfn < 0 ? 0xffffffff : Math.floor(pfn / 2 ** 32);
+  }
+
+  /** A free frame: no owner, no references, invalid M2P. */
+  clear(mfn: number): void {
+    this.claim(mfn, -1, -1);
+    this.count[mfn] = 0;
+    this.allocated[mfn] = 0;
+    this.listPos[mfn] = 0;
+  }
+
   /** Owner domid, or -1 for none. */
   ownerOf(mfn: number): number {
     return this.owner[mfn] - 1;

@@ -19,12 +19,12 @@
  * the entry until the mapper dies.
  */
 
-import { LO_A, LO_D, LO_G, LO_P, LO_RW, LO_US } from "../x86/pte.js";
-import { DOMID_SELF, HI_GNTTAB, HI_GUEST_KERNEL, PGT_l1_page_table, PGT_writable_page } from "./abi.js";
+import { LO_A, LO_D, LO_P, LO_RW, LO_US } from "../x86/pte.js";
+import { DOMID_SELF, HI_GNTTAB, PGT_l1_page_table, PGT_writable_page } from "./abi.js";
 import type { Domain, Vcpu } from "./domain.js";
 import { F_VALIDATED } from "./frametable.js";
 import type { Host } from "./host.js";
-import { entryMfn, getPage, getPageType, putPage, putPageFromL1e, putPageType } from "./mm.js";
+import { entryMfn, getPage, getPageType, putPage, putPageFromL1e, putPageType, storeL1e } from "./mm.js";
 import { guestL1e } from "./mmu.js";
 
 // ---- ABI (public/grant_table.h) ----
@@ -207,17 +207,11 @@ function grantPteSlot(h: Host, v: Vcpu, addr: bigint, flags: number): number {
 /** `create_grant_pv_mapping`: write the grant PTE, adjusted as any L1 entry. */
 function writeGrantPte(h: Host, t: Uint32Array, index: number, mfn: number, flags: number): void {
   let lo = ((mfn % 0x10_0000) * 4096 + (LO_P | LO_A | LO_D)) >>> 0;
-  let hi = Math.floor(mfn / 0x10_0000) | 0x80000000 | (h.debugBuild ? HI_GNTTAB : 0);
+  const hi = Math.floor(mfn / 0x10_0000) | 0x80000000 | (h.debugBuild ? HI_GNTTAB : 0);
   if (flags & GNTMAP_application_map) lo |= LO_US;
   if (!(flags & GNTMAP_readonly)) lo |= LO_RW;
   lo |= ((flags >>> 16) & 7) << 9;
-  if ((lo & LO_US) === 0) {
-    lo |= LO_US;
-    hi |= HI_GUEST_KERNEL;
-  }
-  if ((hi & HI_GUEST_KERNEL) === 0) lo |= LO_G | LO_US;
-  t[index * 2] = lo >>> 0;
-  t[index * 2 + 1] = hi >>> 0;
+  storeL1e(t, index, lo, hi);
 }
 
 /** GNTTABOP_map_grant_ref for one op, issued by vCPU `v` (domain ld). */

@@ -106,13 +106,7 @@ export class Host {
     this.stride = coprimeStride(this.blocks);
     this.used = IO_FRAMES;
     const f = this.frames;
-    for (let m = 0; m < IO_FRAMES; m++) {
-      f.owner[m] = DOMID_IO + 1;
-      f.count[m] = 1;
-      f.allocated[m] = 1;
-      f.m2pLo[m] = 0xffffffff;
-      f.m2pHi[m] = 0xffffffff;
-    }
+    for (let m = 0; m < IO_FRAMES; m++) f.claim(m, DOMID_IO, -1);
     this.domXen = new Domain({ domid: DOMID_XEN, vcpus: 0 }, this.mem, this.frames.listPos);
     this.roM2pL3 = this.allocXenFrame();
     for (let s = 0; s < 16; s++) this.xenSlotFrames.push(this.allocXenFrame());
@@ -121,12 +115,7 @@ export class Host {
   private allocXenFrame(): number {
     const m = this.allocFrame();
     this.used++;
-    const f = this.frames;
-    f.owner[m] = DOMID_XEN + 1;
-    f.count[m] = 1;
-    f.allocated[m] = 1;
-    f.m2pLo[m] = 0xffffffff;
-    f.m2pHi[m] = 0xffffffff;
+    this.frames.claim(m, DOMID_XEN, -1);
     return m;
   }
 
@@ -178,18 +167,8 @@ export class Host {
    * M2P entry, and the guest's P2M list as the guest keeps it); pfn -1: no gpfn (invalid M2P).
    */
   assignPage(d: Domain, mfn: number, pfn: number): void {
-    const f = this.frames;
     this.mem.zeroFrame(mfn);
-    f.owner[mfn] = d.domid + 1;
-    f.count[mfn] = 1; // the allocation reference
-    f.allocated[mfn] = 1;
-    f.type[mfn] = 0;
-    f.typeCount[mfn] = 0;
-    f.flags[mfn] = 0;
-    f.linear[mfn] = 0;
-    f.tableUses[mfn] = 0;
-    f.m2pLo[mfn] = pfn < 0 ? 0xffffffff : pfn >>> 0;
-    f.m2pHi[mfn] = pfn < 0 ? 0xffffffff : Math.floor(pfn / 2 ** 32);
+    this.frames.claim(mfn, d.domid, pfn);
     d.pages.add(mfn);
     if (pfn >= 0) d.p2m[pfn] = mfn;
     this.used++;
@@ -202,14 +181,9 @@ export class Host {
   allocSharedFrame(d: Domain): number {
     const m = this.allocFrame();
     if (m < 0) return -1;
-    const f = this.frames;
     this.mem.zeroFrame(m);
-    f.owner[m] = d.domid + 1;
-    f.count[m] = 1;
-    f.allocated[m] = 1;
-    f.m2pLo[m] = 0xffffffff;
-    f.m2pHi[m] = 0xffffffff;
-    f.listPos[m] = -1;
+    this.frames.claim(m, d.domid, -1);
+    this.frames.listPos[m] = -1;
     d.xenPages.push(m);
     this.used++;
     return m;
@@ -218,19 +192,9 @@ export class Host {
   /** The frame's last reference went: free it to the heap (`free_domheap_page`). */
   freePage(mfn: number): void {
     const f = this.frames;
-    const owner = f.ownerOf(mfn);
-    if (f.listPos[mfn] >= 0) this.domains.get(owner)?.pages.delete(mfn);
+    if (f.listPos[mfn] >= 0) this.domains.get(f.ownerOf(mfn))?.pages.delete(mfn);
     this.used--;
-    f.owner[mfn] = 0;
-    f.allocated[mfn] = 0;
-    f.type[mfn] = 0;
-    f.typeCount[mfn] = 0;
-    f.flags[mfn] = 0;
-    f.linear[mfn] = 0;
-    f.tableUses[mfn] = 0;
-    f.m2pLo[mfn] = 0xffffffff;
-    f.m2pHi[mfn] = 0xffffffff;
-    f.listPos[mfn] = 0;
+    f.clear(mfn);
     this.mem.zeroFrame(mfn);
     this.freeList.push(mfn);
   }

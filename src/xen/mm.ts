@@ -18,7 +18,7 @@
  * itself leaves a changed `type_info` (a failed validation), reproduced here.
  */
 
-import { HI_ADDR_MASK, HI_NX, LO_A, LO_D, LO_G, LO_P, LO_PS, LO_RW, LO_US } from "../x86/pte.js";
+import { HI_ADDR_MASK, HI_NX, LO_A, LO_D, LO_G, LO_P, LO_RW, LO_US } from "../x86/pte.js";
 import {
   DOMID_IO,
   EBUSY,
@@ -37,7 +37,7 @@ import {
   VMASST_TYPE_m2p_strict,
 } from "./abi.js";
 import type { Domain } from "./domain.js";
-import { F_PINNED, F_VALIDATED } from "./frametable.js";
+import { F_VALIDATED } from "./frametable.js";
 import type { Host } from "./host.js";
 
 /** PWT | PCD | PAT: L1 bits a domain without I/O resources may not set. */
@@ -270,8 +270,8 @@ function promoteL1(h: Host, mfn: number, d: Domain): number {
   const dlo = l1DisallowLo(d);
   const dhi = l1DisallowHi(h);
   for (let i = 0; i < 512; i++) {
-    let lo = t[i * 2];
-    let hi = t[i * 2 + 1];
+    const lo = t[i * 2];
+    const hi = t[i * 2 + 1];
     if ((lo & LO_P) === 0) continue;
     // Fast path for the common entry — the domain's own RAM frame, mapped read-only, or
     // read/write when it is already writable-typed or untyped: the same references
@@ -301,15 +301,7 @@ function promoteL1(h: Host, mfn: number, d: Domain): number {
       for (let k = i - 1; k >= 0; k--) putPageFromL1e(h, t[k * 2], t[k * 2 + 1], d);
       return rc;
     }
-    lo ^= rc;
-    // adjust_guest_l1e, inline (no tuple on the hot path)
-    if ((lo & LO_US) === 0) {
-      lo |= LO_US;
-      hi |= HI_GUEST_KERNEL;
-    }
-    if ((hi & HI_GUEST_KERNEL) === 0) lo |= LO_G | LO_US;
-    t[i * 2] = lo >>> 0;
-    t[i * 2 + 1] = hi >>> 0;
+    storeL1e(t, i, lo ^ rc, hi);
   }
   return 0;
 }
@@ -379,14 +371,19 @@ export function zapRoMpt(h: Host, mfn: number): void {
 // Entries
 // ---------------------------------------------------------------------------
 
-/** `adjust_guest_l1e` for a present entry: kernel mappings get US + bit 52, user ones US + G. */
-export function adjustL1(lo: number, hi: number): [number, number] {
+/**
+ * Store a present L1 entry into slot `index` of `t` after `adjust_guest_l1e` (pv/mm.h): a kernel
+ * mapping (US clear) gets US and `_PAGE_GUEST_KERNEL` (bit 52); a user mapping (bit 52 clear)
+ * gets G and US. One home for the rule, no tuple on the hot paths.
+ */
+export function storeL1e(t: Uint32Array, index: number, lo: number, hi: number): void {
   if ((lo & LO_US) === 0) {
     lo |= LO_US;
     hi |= HI_GUEST_KERNEL;
   }
   if ((hi & HI_GUEST_KERNEL) === 0) lo |= LO_G | LO_US;
-  return [lo >>> 0, hi >>> 0];
+  t[index * 2] = lo >>> 0;
+  t[index * 2 + 1] = hi >>> 0;
 }
 
 /** `l1_disallow_mask(d)`, low half. */
@@ -560,5 +557,3 @@ export function fastPathOk(oldLo: number, oldHi: number, lo: number, hi: number)
     ((oldHi ^ hi) & ~FASTPATH_HI & ~HI_NX) === 0
   );
 }
-
-export { F_PINNED, LO_PS };

@@ -7,7 +7,7 @@
  * `done` counts the requests that completed.
  */
 
-import { HI_ADDR_MASK, LO_A, LO_D, LO_G, LO_P, LO_PS, LO_US } from "../x86/pte.js";
+import { HI_ADDR_MASK, LO_A, LO_D, LO_P, LO_PS, LO_US } from "../x86/pte.js";
 import {
   DOMID_IO,
   DOMID_SELF,
@@ -17,7 +17,6 @@ import {
   ENOSYS,
   EPERM,
   ESRCH,
-  HI_GUEST_KERNEL,
   MMU_MACHPHYS_UPDATE,
   MMU_NORMAL_PT_UPDATE,
   MMU_PT_UPDATE_NO_TRANSLATE,
@@ -48,6 +47,7 @@ import {
   putPageFromL1e,
   putPageFromLne,
   putPageType,
+  storeL1e,
 } from "./mm.js";
 
 export interface HypercallResult {
@@ -253,6 +253,9 @@ function machphysUpdate(
   return 0;
 }
 
+/** Scratch slot for adjusting an entry before the fast-path comparison. */
+const scratch = new Uint32Array(2);
+
 /**
  * `mod_l1_entry`: validate and install a new L1 entry; the fast path skips
  * reference changes when only whitelisted bits change. No TLB flush (the guest must).
@@ -274,14 +277,9 @@ export function modL1Entry(
   if (preserveAd) lo |= olo & (LO_A | LO_D);
   if (lo & LO_P) {
     if ((lo & l1DisallowLo(l1eOwner)) !== 0 || (hi & l1DisallowHi(h)) !== 0) return -EINVAL;
-    // adjust_guest_l1e
-    if ((lo & LO_US) === 0) {
-      lo |= LO_US;
-      hi |= HI_GUEST_KERNEL;
-    }
-    if ((hi & HI_GUEST_KERNEL) === 0) lo |= LO_G | LO_US;
-    lo >>>= 0;
-    hi >>>= 0;
+    storeL1e(scratch, 0, lo, hi); // adjust_guest_l1e
+    lo = scratch[0];
+    hi = scratch[1];
     if (fastPathOk(olo, ohi, lo, hi)) {
       t[index * 2] = lo;
       t[index * 2 + 1] = hi;
@@ -407,5 +405,3 @@ export function readGuestU64(h: Host, v: Vcpu, va: bigint): bigint | undefined {
   if (!r.ok) return undefined;
   return h.mem.read64(r.paddr);
 }
-
-export { LO_US };

@@ -18,16 +18,7 @@ import {
 import type { Domain, Vcpu } from "./domain.js";
 import { F_PINNED } from "./frametable.js";
 import type { Host } from "./host.js";
-import {
-  fillRoMpt,
-  getPage,
-  getPageAndType,
-  getPageType,
-  putPage,
-  putPageAndType,
-  putPageType,
-  zapRoMpt,
-} from "./mm.js";
+import { fillRoMpt, getPage, getPageAndType, getPageType, putPage, putPageAndType, zapRoMpt } from "./mm.js";
 import { addrOk, getPgOwner, type HypercallResult, type PgOwner, readGuestU64, xsmTarget } from "./mmu.js";
 
 export interface MmuextOp {
@@ -224,5 +215,3 @@ function newUserBaseptr(h: Host, v: Vcpu, mfn: number): number {
   if (old !== 0) putPageAndType(h, old);
   return 0;
 }
-
-export { putPageType };
