@@ -298,6 +298,11 @@ class Runner {
         return { fault: r.vector === 14 ? `0x${r.errorCode.toString(16)}` : "#GP" };
       }
       case "check": {
+        if (o.grant !== undefined) {
+          // A grant entry: {"grant": {"dom": granter, "ref": N}} — the same fields as check_grant.
+          const g = o.grant as Obj;
+          return this.exec({ ...l, obj: { op: "check_grant", dom: g.dom, ref: g.ref } });
+        }
         const m = this.frame(o.frame, ln, o.dom === undefined ? undefined : toNum(o.dom, "dom", ln));
         const f = h.frames;
         if (!f.valid(m)) throw new ScenarioError(ln, `frame 0x${m.toString(16)} is outside the host`);
