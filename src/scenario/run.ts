@@ -55,6 +55,12 @@ class Runner {
     if (v !== null && typeof v === "object") {
       const o = v as Obj;
       if ("mfn" in o) return toNum(o.mfn, `${what}.mfn`, ln);
+      if ("xen" in o) {
+        // The n-th frame Xen owns (0: the read-only M2P's L3).
+        const m = this.host.xenFrames[toNum(o.xen, `${what}.xen`, ln)];
+        if (m === undefined) throw new ScenarioError(ln, `${what}: no such Xen frame`);
+        return m;
+      }
       if ("free" in o) {
         // The n-th free frame counting down from the top of memory (n = 0: the highest).
         let n = toNum(o.free, `${what}.free`, ln);

@@ -16,7 +16,7 @@ import { DOMID_IO, DOMID_SELF, DOMID_XEN, ENOSYS, ESRCH } from "./abi.js";
 import { type AccessKind, type AccessResult, guestAccess } from "./access.js";
 import { type AuditReport, audit } from "./audit.js";
 import { Domain, type DomainOptions, type Vcpu } from "./domain.js";
-import { FrameTable } from "./frametable.js";
+import { F_VALIDATED, FrameTable } from "./frametable.js";
 import { setGdt } from "./gdt.js";
 import {
   type CopyPtr,
@@ -77,6 +77,8 @@ export class Host {
   readonly pvLinearPt: boolean;
   readonly linearPolicy: LinearPolicy;
   readonly debugBuild: boolean;
+  /** Every frame Xen owns (DOMID_XEN), in allocation order: the RO M2P L3 first. */
+  readonly xenFrames: number[] = [];
   /** Xen-owned frames installed in every validated L4's Xen slots. */
   readonly xenSlotFrames: number[] = [];
   readonly roM2pL3: number;
@@ -112,10 +114,18 @@ export class Host {
     for (let s = 0; s < 16; s++) this.xenSlotFrames.push(this.allocXenFrame());
   }
 
+  /**
+   * A frame of Xen's own, shared read-only with privileged guests (`share_xen_page_with_
+   * privileged_guests(…, SHARE_ro)`): type none, validated, type count 1 — so it can be mapped
+   * read-only with FD = DOMID_XEN but a writable mapping fails (-EBUSY).
+   */
   private allocXenFrame(): number {
     const m = this.allocFrame();
     this.used++;
     this.frames.claim(m, DOMID_XEN, -1);
+    this.frames.typeCount[m] = 1;
+    this.frames.flags[m] = F_VALIDATED;
+    this.xenFrames.push(m);
     return m;
   }
 
