@@ -7,8 +7,11 @@ import { ImageError, type ImageFormat, MemoryImage } from "../dump/image.js";
 import { synthLinuxImage, writeElfImage, writeRawImage } from "../dump/synth.js";
 import { formatWalk, infoMem, infoTlb, memRanges, tlbLines, walkView } from "../dump/views.js";
 import { isCanonical, parseAddress, vaFromBigInt } from "../x86/address.js";
+import type { PhysicalMemory } from "../x86/memory.js";
 import { PAGE_SIZE } from "../x86/pte.js";
 import { UsageError } from "./errors.js";
+
+type View<T> = (mem: PhysicalMemory, rootFrame: number, levels: 4 | 5) => T;
 
 interface ImageOpts {
   image: string;
@@ -59,39 +62,35 @@ export function registerDump(program: Command, out: (s: string) => void): void {
     .command("dump")
     .description("inspect the page tables in a physical memory dump (QEMU pmemsave or dump-guest-memory)");
 
-  imageOptions(dump.command("tlb"))
-    .description("every leaf mapping, in the format of QEMU's `info tlb`")
-    .action((o: ImageOpts) => {
+  /** A view of the whole tree: JSON `{image, format, cr3, levels, [key]: data}` or the text. */
+  const view =
+    (key: string, data: View<unknown>, text: View<string>) =>
+    (o: ImageOpts): void => {
       const { img, rootFrame, levels } = openWithRoot(o);
       try {
         const mem = img.memory();
         if (o.json) {
-          const mappings = tlbLines(mem, rootFrame, levels);
-          out(
-            `${JSON.stringify({ image: o.image, format: img.format, cr3: o.cr3, levels, mappings }, null, 1)}\n`,
-          );
-        } else out(infoTlb(mem, rootFrame, levels));
+          const body = {
+            image: o.image,
+            format: img.format,
+            cr3: o.cr3,
+            levels,
+            [key]: data(mem, rootFrame, levels),
+          };
+          out(`${JSON.stringify(body, null, 1)}\n`);
+        } else out(text(mem, rootFrame, levels));
       } finally {
         img.close();
       }
-    });
+    };
+
+  imageOptions(dump.command("tlb"))
+    .description("every leaf mapping, in the format of QEMU's `info tlb`")
+    .action(view("mappings", tlbLines, infoTlb));
 
   imageOptions(dump.command("mem"))
     .description("merged ranges with effective user/write permission, in the format of QEMU's `info mem`")
-    .action((o: ImageOpts) => {
-      const { img, rootFrame, levels } = openWithRoot(o);
-      try {
-        const mem = img.memory();
-        if (o.json) {
-          const ranges = memRanges(mem, rootFrame, levels);
-          out(
-            `${JSON.stringify({ image: o.image, format: img.format, cr3: o.cr3, levels, ranges }, null, 1)}\n`,
-          );
-        } else out(infoMem(mem, rootFrame, levels));
-      } finally {
-        img.close();
-      }
-    });
+    .action(view("ranges", memRanges, infoMem));
 
   imageOptions(dump.command("walk"))
     .description("the walk of one linear address, level by level, with the result or the fault")
