@@ -109,7 +109,10 @@ export function runTour(out: (s: string) => void, json: boolean): void {
   tr("after INVLPG", 0x40000000n, ACC_USER);
   cpu.translateVa(0xffffffff81000000n, 0);
   cpu.loadRoot(pt.root * 4096);
-  s.push(`CR3 reload: ${cpu.tlb.size} live TLB entries left (the global kernel-text entry survives)`);
+  const live = cpu.tlb.size;
+  s.push(
+    `CR3 reload: ${live} live TLB ${live === 1 ? "entry" : "entries"} left (the global kernel-text entry survives)`,
+  );
 
   // 5. 5-level paging.
   s = section("5-level paging (LA57)");
