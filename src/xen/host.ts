@@ -272,6 +272,26 @@ export class Host {
   }
 
   /**
+   * A vCPU's memory interface: `read`, `write` and `fetch` of 8 bytes at a linear address in
+   * kernel or user mode, through the vCPU's MMU and TLB (the same as `access`).
+   */
+  vcpuMemory(
+    domid: number,
+    vcpu = 0,
+  ): {
+    read(va: bigint, user?: boolean): AccessResult;
+    write(va: bigint, value: bigint, user?: boolean): AccessResult;
+    fetch(va: bigint, user?: boolean): AccessResult;
+  } {
+    const v = this.vcpu(domid, vcpu);
+    return {
+      read: (va, user = false) => guestAccess(this, v, va, "read", user),
+      write: (va, value, user = false) => guestAccess(this, v, va, "write", user, value),
+      fetch: (va, user = false) => guestAccess(this, v, va, "fetch", user),
+    };
+  }
+
+  /**
    * The guest writes 8 bytes into its own frame through a writable mapping: possible only
    * while the frame could be typed writable (type none or writable, or a table with type
    * count 0). Returns false (nothing written) otherwise.

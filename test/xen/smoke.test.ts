@@ -25,6 +25,11 @@ describe("hypervisor smoke", () => {
     expect(h.mmuextOp(1, [{ cmd: MMUEXT.MMUEXT_NEW_BASEPTR, arg1: BigInt(l4) }])).toEqual({ rc: 0, done: 1 });
     expect(h.access(1, 0, 0x10n, "write", false, 42n)).toEqual({ fault: false });
     expect(h.access(1, 0, 0x10n, "read")).toEqual({ fault: false, value: 42n });
+    const cpu0 = h.vcpuMemory(1, 0);
+    expect(cpu0.write(0x18n, 7n)).toEqual({ fault: false });
+    expect(cpu0.read(0x18n)).toEqual({ fault: false, value: 7n });
+    expect(cpu0.fetch(0x18n)).toEqual({ fault: false, value: 7n });
+    expect(cpu0.read(0x18n, true)).toMatchObject({ fault: true, vector: 14, errorCode: 0x4 }); // no user L4
     // Mapping the L1 itself writable is refused; read-only is fine.
     expect(h.mmuUpdate(1, [{ ptr: BigInt(l1 * 4096 + 16), val: pte(l1, 0x7) }])).toEqual({
       rc: -EBUSY,
