@@ -40,6 +40,8 @@ export class GuestError extends Error {}
 /** A PV guest kernel: its frame allocator and its own (kernel) L4. */
 export class GuestKernel {
   private readonly freePfns: number[];
+  /** The pfn of each frame the kernel handed out (its own record; no P2M scan to free one). */
+  private readonly pfnOf = new Map<number, number>();
   /** The kernel's own L4 (init_mm's), pinned and loaded at boot. */
   readonly initL4: number;
 
@@ -61,12 +63,15 @@ export class GuestKernel {
     if (pfn === undefined) throw new GuestError("guest out of memory");
     const mfn = this.h.domain(this.domid)!.p2m[pfn];
     for (let i = 0; i < 512; i++) this.h.poke(this.domid, mfn, i, 0n);
+    this.pfnOf.set(mfn, pfn);
     return mfn;
   }
 
   freeFrame(mfn: number): void {
-    const pfn = this.h.domain(this.domid)!.p2m.indexOf(mfn);
-    if (pfn >= 0) this.freePfns.push(pfn);
+    const pfn = this.pfnOf.get(mfn);
+    if (pfn === undefined) return;
+    this.pfnOf.delete(mfn);
+    this.freePfns.push(pfn);
   }
 
   ext(cmd: number, mfn: number): void {

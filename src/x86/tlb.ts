@@ -203,15 +203,17 @@ export class Tlb {
 
   /** Drop the entries for the address in the slots salted with `salt`, of `pcid` (and global ones if asked). */
   private invalidateAt(hi: number, lo: number, salt: number, pcid: number, alsoGlobal: boolean): void {
-    const slots = [this.slot4k(hi, lo, salt), this.slot2m(hi, lo, salt), this.slot1g(hi, lo, salt)];
-    const vpns = [lo >>> 12, lo >>> 21, lo >>> 30];
-    for (let k = 0; k < 3; k++) {
-      const s = slots[k];
-      const tl = this.tagLo[s];
-      if (this.tagHi[s] !== hi || (tl & 0xfffff) !== vpns[k]) continue;
-      const global = (this.perm[s] & PERM_G) !== 0;
-      if ((global && alsoGlobal) || (!global && tl >>> 20 === pcid)) this.stamp[s] = 0;
-    }
+    this.dropIf(this.slot4k(hi, lo, salt), hi, lo >>> 12, pcid, alsoGlobal);
+    this.dropIf(this.slot2m(hi, lo, salt), hi, lo >>> 21, pcid, alsoGlobal);
+    this.dropIf(this.slot1g(hi, lo, salt), hi, lo >>> 30, pcid, alsoGlobal);
+  }
+
+  /** Drop slot `s` if it caches page (`hi`, `vpn`) for `pcid`, or globally when `alsoGlobal`. */
+  private dropIf(s: number, hi: number, vpn: number, pcid: number, alsoGlobal: boolean): void {
+    const tl = this.tagLo[s];
+    if (this.tagHi[s] !== hi || (tl & 0xfffff) !== vpn) return;
+    const global = (this.perm[s] & PERM_G) !== 0;
+    if ((global && alsoGlobal) || (!global && tl >>> 20 === pcid)) this.stamp[s] = 0;
   }
 
   /** Invalidate every non-global entry of every PCID (MOV to CR3 with PCIDE=0). */

@@ -92,6 +92,8 @@ export class Host {
   private readonly total: number;
   /** Frames owned by anyone (I/O, Xen, domains). */
   private used = 0;
+  /** Where `allocExtent` looks for the next run of frames. */
+  private runCursor = -1;
 
   constructor(opts: HostOptions = {}) {
     const mib = opts.memoryMiB ?? 256;
@@ -145,6 +147,32 @@ export class Host {
       const block = ((s >>> 12) * this.stride) % this.blocks;
       const m = block * 4096 + ((((s & 4095) * 2617) >>> 0) & 4095);
       if (m < this.total && m >= IO_FRAMES && f.owner[m] === 0) return m;
+    }
+    return -1;
+  }
+
+  /**
+   * 2^order free, naturally aligned frames (order 0: one frame from the scatter), or -1. Runs
+   * are found by a cursor that moves down through memory and wraps once, so successive calls do
+   * not rescan what they already passed.
+   */
+  allocExtent(order: number): number {
+    if (order === 0) return this.allocFrame();
+    const n = 2 ** order;
+    const f = this.frames;
+    const top = Math.floor((f.frames - n) / n) * n;
+    if (this.runCursor < 0 || this.runCursor > top) this.runCursor = top;
+    const runs = Math.floor(top / n) + 1;
+    for (let k = 0; k < runs; k++) {
+      let base = this.runCursor - k * n;
+      if (base < IO_FRAMES) base += runs * n;
+      if (base > top || base < IO_FRAMES) continue;
+      let free = true;
+      for (let j = 0; j < n && free; j++) free = f.owner[base + j] === 0;
+      if (free) {
+        this.runCursor = base - n;
+        return base;
+      }
     }
     return -1;
   }

@@ -17,7 +17,7 @@
  * does right after (it is the guest's data structure, not Xen's).
  */
 
-import { DOMID_SELF, EINVAL, ENOSYS, EPERM, ESRCH } from "./abi.js";
+import { DOMID_SELF, EINVAL, ENOMEM, ENOSYS, EPERM, ESRCH } from "./abi.js";
 import type { Domain } from "./domain.js";
 import { F_PINNED } from "./frametable.js";
 import type { Host } from "./host.js";
@@ -57,19 +57,6 @@ function target(h: Host, caller: Domain, domid: number | undefined): Domain | nu
   return d;
 }
 
-/** 2^order free, naturally aligned frames (one frame from the scatter when order = 0), or -1. */
-function allocExtent(h: Host, order: number): number {
-  if (order === 0) return h.allocFrame();
-  const n = 2 ** order;
-  const f = h.frames;
-  for (let base = Math.floor((f.frames - n) / n) * n; base >= 256; base -= n) {
-    let free = true;
-    for (let j = 0; j < n && free; j++) free = f.owner[base + j] === 0;
-    if (free) return base;
-  }
-  return -1;
-}
-
 export function memoryOp(
   h: Host,
   caller: Domain,
@@ -95,7 +82,7 @@ export function memoryOp(
       for (; done < extents.length; done++) {
         const n = 2 ** order;
         if (d.pages.size + n > d.maxPages) break;
-        const base = allocExtent(h, order);
+        const base = h.allocExtent(order);
         if (base < 0) break;
         const gpfn = extents[done];
         for (let j = 0; j < n; j++) {
@@ -136,8 +123,8 @@ export function memoryOp(
             !(f.flags[m] & F_PINNED),
         );
         if (!stealable) return { rc: -EINVAL, extents, nr_exchanged: done };
-        const base = allocExtent(h, order);
-        if (base < 0) return { rc: -12, extents, nr_exchanged: done };
+        const base = h.allocExtent(order);
+        if (base < 0) return { rc: -ENOMEM, extents, nr_exchanged: done };
         for (let j = 0; j < n; j++) {
           const old = olds[j];
           const gpfnLo = f.m2pLo[old];

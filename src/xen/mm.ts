@@ -18,7 +18,7 @@
  * itself leaves a changed `type_info` (a failed validation), reproduced here.
  */
 
-import { HI_ADDR_MASK, HI_NX, LO_A, LO_D, LO_G, LO_P, LO_RW, LO_US } from "../x86/pte.js";
+import { HI_ADDR_MASK, LO_A, LO_D, LO_G, LO_P, LO_RW, LO_US } from "../x86/pte.js";
 import {
   DOMID_IO,
   EBUSY,
@@ -551,9 +551,5 @@ function getLinearPagetable(
 
 /** Does a present entry keep the same frame and the bits outside the fast-path whitelist? */
 export function fastPathOk(oldLo: number, oldHi: number, lo: number, hi: number): boolean {
-  return (
-    (oldLo & LO_P) !== 0 &&
-    ((oldLo ^ lo) & ~FASTPATH_LO) === 0 &&
-    ((oldHi ^ hi) & ~FASTPATH_HI & ~HI_NX) === 0
-  );
+  return (oldLo & LO_P) !== 0 && ((oldLo ^ lo) & ~FASTPATH_LO) === 0 && ((oldHi ^ hi) & ~FASTPATH_HI) === 0;
 }
