@@ -6,9 +6,11 @@
 
 import { Command, CommanderError } from "commander";
 import { AddressSyntaxError } from "../x86/address.js";
+import { registerCompare } from "./compare.js";
 import { registerDump } from "./dump.js";
 import { UsageError } from "./errors.js";
 import { registerReplay } from "./replay.js";
+import { registerRun } from "./run.js";
 import { runTour } from "./tour.js";
 
 export function buildProgram(
@@ -35,6 +37,8 @@ export function buildProgram(
 
   registerDump(program, out);
   registerReplay(program, out, setExit);
+  registerRun(program, out, setExit);
+  registerCompare(program, out, setExit);
   for (const c of program.commands) {
     c.exitOverride();
     for (const s of c.commands) s.exitOverride();
