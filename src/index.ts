@@ -6,7 +6,17 @@
 export * from "./dump/image.js";
 export * from "./dump/synth.js";
 export * from "./dump/views.js";
+export * from "./guest/boot.js";
+export { type GrantTeardown, GuestKernel, Process as GrantProcess } from "./guest/grant-teardown.js";
+export * from "./guest/hypercalls.js";
+export * from "./guest/kernel.js";
+export * from "./guest/layout.js";
+export type { PageTableMapper } from "./guest/mapper.js";
+export * from "./guest/mappers/index.js";
 export * from "./guest/process.js";
+export * from "./guest/report.js";
+export * from "./guest/run.js";
+export * from "./guest/workloads.js";
 export * from "./scenario/parse.js";
 export * from "./scenario/run.js";
 export * from "./x86/address.js";

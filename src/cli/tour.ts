@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { MemoryImage } from "../dump/image.js";
 import { synthLinuxImage, writeRawImage } from "../dump/synth.js";
 import { describeErrorCode, formatWalk, infoMem, infoTlb, walkView } from "../dump/views.js";
-import { GuestKernel, Process } from "../guest/process.js";
+import { GuestKernel, Process } from "../guest/grant-teardown.js";
 import { hex64 } from "../x86/address.js";
 import { BumpAllocator, PageTableBuilder } from "../x86/builder.js";
 import { Cpu, CR4_SMAP, CR4_SMEP } from "../x86/cpu.js";

@@ -1,236 +1,372 @@
 /**
- * The minimum guest-kernel plumbing for seed 003: a PV kernel that runs only
- * through the hypervisor's interface (its own memory writes, mmu_update,
- * mmuext_op, grant_table_op), and a process whose page tables can hold grant
- * mappings of another domain's pages. (The guest-kernel layer of the next
- * issue extends this.)
+ * Processes of the guest kernel: address spaces with VMAs, demand-zero and
+ * copy-on-write faults, fork, exec, mmap/munmap/mprotect, context switch and
+ * exit — each the real algorithm run against the hypervisor through the
+ * kernel's page-table strategy and pinning policy.
  *
- * Linux builds a process's tables unpinned, pins the L4 when the process is
- * first activated, and at exit "unpins early": it switches to the kernel's own
- * L4 and unpins the process's before clearing the PTEs. An L1 that loses its
- * last type reference releases every entry implicitly — a grant PTE too, which
- * leaves the grant pinned forever (reference B8). Seed 003's designs:
- *  - "tracked": a side array per page-table page (one grant handle per entry,
- *    -1 where the entry is not a grant mapping); before a table is unpinned or
- *    freed, its grants are unmapped with `unmap_grant_ref` (batched); normal
- *    unmaps use the same record;
- *  - "skip-early-unpin": a process with foreign mappings keeps its tables
- *    pinned until its mappings are torn down by the driver that made them
- *    (XenLinux's `has_foreign_mappings`);
- *  - "none": the naive early unpin, to show what goes wrong.
+ *  - fork copies every present user entry (`copy_page_range`): a private
+ *    writable page is write-protected in the parent and shared read-only with
+ *    the child; the parent's TLB is flushed afterwards (`flush_tlb_mm`).
+ *  - A write fault on a shared page copies it (or, when this was its last
+ *    mapping, just makes the entry writable again); a fault on an absent entry
+ *    in a VMA maps a zeroed page.
+ *  - munmap clears the entries and frees the L1 tables whose 2 MiB no VMA
+ *    covers any more (`free_pgtables`); mprotect rewrites entries with
+ *    MMU_PT_UPDATE_PRESERVE_AD (`ptep_modify_prot_commit`).
+ *  - exit tears the address space down through the kernel (early unpin under
+ *    Linux's policy).
  */
 
-import { DOMID_SELF, MMUEXT } from "../xen/abi.js";
-import {
-  GNTMAP_contains_pte,
-  GNTMAP_host_map,
-  GNTMAP_readonly,
-  GNTTABOP_map_grant_ref,
-  GNTTABOP_unmap_grant_ref,
-} from "../xen/grant.js";
-import type { Host } from "../xen/host.js";
+import { HI_NX, LO_P, LO_RW } from "../x86/pte.js";
+import { MMU_PT_UPDATE_PRESERVE_AD, MMUEXT } from "../xen/abi.js";
+import { type AddressSpace, GuestError, Kernel } from "./kernel.js";
+import { indexAt, MMAP_BASE, USER_TEXT, USER_TOP } from "./layout.js";
 
-export type GrantTeardown = "none" | "tracked" | "skip-early-unpin";
+export interface Vma {
+  start: number;
+  end: number;
+  write: boolean;
+  exec: boolean;
+}
 
-const PTE_TABLE = 0x7n; // P | RW | US for entries pointing at tables
-const UNMAP_BATCH = 32; // GNTTAB_UNMAP_BATCH_SIZE
+/** Beyond this many pages a range flush is a full TLB flush (Linux's tlb_single_page_flush_ceiling). */
+const FLUSH_CEILING = 33;
+const PAGE = 4096;
+const WINDOW = 2 ** 21;
 
-export class GuestError extends Error {}
+let nextPid = 1;
 
-/** A PV guest kernel: its frame allocator and its own (kernel) L4. */
-export class GuestKernel {
-  private readonly freePfns: number[];
-  /** The pfn of each frame the kernel handed out (its own record; no P2M scan to free one). */
-  private readonly pfnOf = new Map<number, number>();
-  /** The kernel's own L4 (init_mm's), pinned and loaded at boot. */
-  readonly initL4: number;
+export class Process {
+  readonly pid = nextPid++;
+  as: AddressSpace;
+  vmas: Vma[] = [];
+  exited = false;
 
   constructor(
-    readonly h: Host,
-    readonly domid: number,
+    readonly k: Kernel,
+    as?: AddressSpace,
   ) {
-    const d = h.domain(domid);
-    if (!d) throw new GuestError(`no domain ${domid}`);
-    this.freePfns = d.p2m.map((_m, pfn) => pfn).reverse();
-    this.initL4 = this.allocFrame();
-    this.ext(MMUEXT.MMUEXT_PIN_L4_TABLE, this.initL4);
-    this.ext(MMUEXT.MMUEXT_NEW_BASEPTR, this.initL4);
+    this.as = as ?? k.op("create", () => k.createAs(true));
   }
 
-  /** A free frame (mfn) of the guest, zeroed. */
-  allocFrame(): number {
-    const pfn = this.freePfns.pop();
-    if (pfn === undefined) throw new GuestError("guest out of memory");
-    const mfn = this.h.domain(this.domid)!.p2m[pfn];
-    for (let i = 0; i < 512; i++) this.h.poke(this.domid, mfn, i, 0n);
-    this.pfnOf.set(mfn, pfn);
-    return mfn;
+  // ---------------------------------------------------------------- VMAs
+
+  vmaAt(va: number): Vma | undefined {
+    for (const v of this.vmas) if (va >= v.start && va < v.end) return v;
+    return undefined;
   }
 
-  freeFrame(mfn: number): void {
-    const pfn = this.pfnOf.get(mfn);
-    if (pfn === undefined) return;
-    this.pfnOf.delete(mfn);
-    this.freePfns.push(pfn);
-  }
-
-  ext(cmd: number, mfn: number): void {
-    const r = this.h.mmuextOp(this.domid, [{ cmd, arg1: BigInt(mfn) }]);
-    if (r.rc !== 0) throw new GuestError(`mmuext_op ${cmd} on 0x${mfn.toString(16)} failed: ${r.rc}`);
-  }
-
-  /** Write a page-table entry: directly while the table is not validated, else by mmu_update. */
-  setEntry(table: number, index: number, val: bigint, pinned: boolean): void {
-    if (!pinned) {
-      if (!this.h.poke(this.domid, table, index, val)) throw new GuestError("write to a validated table");
-      return;
+  /** The lowest free gap of `len` bytes at or above `from`. */
+  private gap(len: number, from: number): number {
+    let at = from;
+    for (const v of [...this.vmas].sort((a, b) => a.start - b.start)) {
+      if (v.end <= at) continue;
+      if (v.start >= at + len) break;
+      at = v.end;
     }
-    const r = this.h.mmuUpdate(this.domid, [{ ptr: BigInt(table * 4096 + index * 8), val }], DOMID_SELF);
-    if (r.rc !== 0) throw new GuestError(`mmu_update failed: ${r.rc}`);
+    if (at + len > USER_TOP) throw new GuestError("ENOMEM: no room in the address space");
+    return at;
+  }
+
+  /** Remove [start, end) from the VMA list, splitting VMAs that straddle it. */
+  private carve(start: number, end: number): void {
+    const out: Vma[] = [];
+    for (const v of this.vmas) {
+      if (v.end <= start || v.start >= end) out.push(v);
+      else {
+        if (v.start < start) out.push({ ...v, end: start });
+        if (v.end > end) out.push({ ...v, start: end });
+      }
+    }
+    this.vmas = out;
+  }
+
+  // ---------------------------------------------------------------- walking entries
+
+  /**
+   * Visit the present leaf entries of [start, end): `fn(va, l1mfn, index, lo, hi)`. Tables are
+   * read a page at a time (the frame as it is now).
+   */
+  forEachPte(
+    start: number,
+    end: number,
+    fn: (va: number, l1: number, index: number, lo: number, hi: number) => void,
+  ): void {
+    const k = this.k;
+    for (let w = Math.floor(start / WINDOW) * WINDOW; w < end; w += WINDOW) {
+      if (!k.walkToL1(this.as, w, false)) continue;
+      const l1 = k.wMfn;
+      const t = k.readPage(k.wVa);
+      const a = Math.max(start, w);
+      const b = Math.min(end, w + WINDOW);
+      for (let va = a; va < b; va += PAGE) {
+        const i = indexAt(va, 1);
+        const lo = t[i * 2];
+        if (lo & LO_P) fn(va, l1, i, lo, t[i * 2 + 1]);
+      }
+    }
+  }
+
+  /** The user pages mapped in [start, end), by pfn (one per mapping). */
+  private mappedPfns(start: number, end: number): number[] {
+    const out: number[] = [];
+    this.forEachPte(start, end, (_va, _l1, _i, lo, hi) =>
+      out.push(this.k.pfnOf((hi & 0xfffff) * 0x100000 + (lo >>> 12))),
+    );
+    return out;
+  }
+
+  // ---------------------------------------------------------------- memory calls
+
+  /** mmap anonymous memory: a VMA, no entries (they come on first touch). Returns its address. */
+  mmap(len: number, write = true, exec = false, at?: number): number {
+    return this.k.op("mmap", () => {
+      const size = Math.ceil(len / PAGE) * PAGE;
+      if (size <= 0) throw new GuestError("EINVAL: mmap of zero length");
+      const start = at ?? this.gap(size, MMAP_BASE);
+      if (at !== undefined) this.unmapRange(start, start + size);
+      this.vmas.push({ start, end: start + size, write, exec });
+      return start;
+    });
+  }
+
+  /** Map `pages` zeroed pages at once at `start` (exec's image, MAP_POPULATE). */
+  populate(start: number, pages: number, write: boolean, exec: boolean): void {
+    const k = this.k;
+    this.vmas.push({ start, end: start + pages * PAGE, write, exec });
+    for (let i = 0; i < pages; i++) {
+      const va = start + i * PAGE;
+      const pfn = k.allocZeroed(0);
+      k.mapcount[pfn] = 1;
+      k.walkToL1(this.as, va, true);
+      const [lo, hi] = Kernel.userPte(k.mfnOf(pfn), write, exec);
+      k.setEntry(this.as, k.wMfn, indexAt(va, 1), lo, hi);
+    }
+  }
+
+  munmap(start: number, len: number): void {
+    this.k.op("munmap", () => {
+      this.unmapRange(start, start + Math.ceil(len / PAGE) * PAGE);
+      this.carve(start, start + Math.ceil(len / PAGE) * PAGE);
+      this.freeTables(start, start + Math.ceil(len / PAGE) * PAGE);
+    });
+  }
+
+  private unmapRange(start: number, end: number): void {
+    const k = this.k;
+    const freed: number[] = [];
+    let n = 0;
+    this.forEachPte(start, end, (_va, l1, i, lo, hi) => {
+      freed.push(k.pfnOf((hi & 0xfffff) * 0x100000 + (lo >>> 12)));
+      k.setEntry(this.as, l1, i, 0, 0);
+      n++;
+    });
+    k.hc.flush();
+    if (n > 0) this.flushRange(start, end, n);
+    for (const pfn of freed) k.unmapUserPage(pfn);
+  }
+
+  /** TLB flush after changing `n` entries of [start, end) of this (maybe current) space. */
+  private flushRange(start: number, end: number, n: number): void {
+    const k = this.k;
+    if (k.current !== this.as) return; // not loaded: its next load flushes
+    if (n > FLUSH_CEILING) k.hc.mmuext([{ cmd: MMUEXT.MMUEXT_TLB_FLUSH_LOCAL }]);
+    else {
+      const ops = [];
+      for (let va = start; va < end; va += PAGE)
+        ops.push({ cmd: MMUEXT.MMUEXT_INVLPG_LOCAL, arg1: vaArg(va) });
+      k.hc.mmuext(ops.slice(0, FLUSH_CEILING));
+    }
+  }
+
+  /** Free L1 tables of [start, end) whose whole 2 MiB window no VMA covers. */
+  private freeTables(start: number, end: number): void {
+    const k = this.k;
+    for (let w = Math.floor(start / WINDOW) * WINDOW; w < end; w += WINDOW) {
+      if (this.vmas.some((v) => v.start < w + WINDOW && v.end > w)) continue;
+      if (!k.walkToL1(this.as, w, false)) continue;
+      const l1 = k.wMfn;
+      // The L2 entry that points at it: walk again one level less deep.
+      k.walkToL2(this.as, w);
+      k.unlinkTable(this.as, k.wMfn, indexAt(w, 2), l1, 1);
+    }
+  }
+
+  mprotect(start: number, len: number, write: boolean, exec: boolean): void {
+    const k = this.k;
+    k.op("mprotect", () => {
+      const end = start + Math.ceil(len / PAGE) * PAGE;
+      const pieces = this.vmas.filter((v) => v.start < end && v.end > start);
+      if (pieces.length === 0) throw new GuestError("ENOMEM: mprotect of unmapped memory");
+      this.carve(start, end);
+      for (const v of pieces)
+        this.vmas.push({ start: Math.max(v.start, start), end: Math.min(v.end, end), write, exec });
+      let n = 0;
+      this.forEachPte(start, end, (_va, l1, i, lo, hi) => {
+        const mfn = (hi & 0xfffff) * 0x100000 + (lo >>> 12);
+        const shared = k.mapcount[k.pfnOf(mfn)] > 1;
+        const nlo = write && !shared ? (lo | LO_RW) >>> 0 : (lo & ~LO_RW) >>> 0;
+        const nhi = exec ? (hi & ~HI_NX) >>> 0 : (hi | HI_NX) >>> 0;
+        if (nlo === lo && nhi === hi) return;
+        k.setEntry(this.as, l1, i, nlo, nhi, MMU_PT_UPDATE_PRESERVE_AD);
+        n++;
+      });
+      k.hc.flush();
+      if (n > 0) this.flushRange(start, end, n);
+    });
+  }
+
+  // ---------------------------------------------------------------- faults and access
+
+  /** The page-fault handler: demand-zero and copy-on-write. False: SIGSEGV. */
+  handleFault(va: number, write: boolean): boolean {
+    const k = this.k;
+    const page = Math.floor(va / PAGE) * PAGE;
+    const vma = this.vmaAt(page);
+    if (!vma || (write && !vma.write)) return false;
+    k.walkToL1(this.as, page, true);
+    const l1 = k.wMfn;
+    const i = indexAt(page, 1);
+    k.read64(k.wVa + i * 8);
+    const lo = k.lo;
+    if ((lo & LO_P) === 0) {
+      const pfn = k.allocZeroed(0);
+      k.mapcount[pfn] = 1;
+      const [nlo, nhi] = Kernel.userPte(k.mfnOf(pfn), vma.write, vma.exec);
+      k.setEntry(this.as, l1, i, nlo, nhi);
+      countOp(k, "fault:zero");
+      return true;
+    }
+    if (!write || lo & LO_RW) {
+      // Spurious (a stale TLB entry): the entry already allows it.
+      countOp(k, "fault:spurious");
+      return true;
+    }
+    const old = k.pfnOf((k.hi & 0xfffff) * 0x100000 + (lo >>> 12));
+    if (k.mapcount[old] === 1) {
+      // do_wp_page reuse: the last mapping just becomes writable again.
+      k.setEntry(this.as, l1, i, (lo | LO_RW) >>> 0, k.hi, MMU_PT_UPDATE_PRESERVE_AD);
+      countOp(k, "fault:reuse");
+      return true;
+    }
+    const pfn = k.allocPfn();
+    const mfn = k.mfnOf(pfn);
+    k.copyPage(k.mapper.kva(k, mfn, pfn, 0), k.mapper.kva(k, k.mfnOf(old), old, 1));
+    k.mapcount[pfn] = 1;
+    const [nlo, nhi] = Kernel.userPte(mfn, true, vma.exec);
+    k.setEntry(this.as, l1, i, nlo, nhi);
+    k.hc.mmuext([{ cmd: MMUEXT.MMUEXT_INVLPG_LOCAL, arg1: vaArg(page) }]);
+    k.unmapUserPage(old);
+    countOp(k, "fault:cow");
+    return true;
+  }
+
+  /** A user-mode load or store by this (running) process; faults are handled as the kernel would. */
+  touch(va: number, write: boolean, value = 0): number {
+    const k = this.k;
+    if (k.current !== this.as) throw new GuestError(`process ${this.pid} is not running`);
+    return k.userAccess(va, write, value, (fva, code) => this.handleFault(fva, (code & 2) !== 0));
+  }
+
+  /** Touch every page of [start, start + len). */
+  touchRange(start: number, len: number, write: boolean): void {
+    for (let va = start; va < start + len; va += PAGE) this.touch(va, write, va % 0xffffffff);
+  }
+
+  // ---------------------------------------------------------------- process lifecycle
+
+  /** Run this process on the vCPU (context switch). */
+  switchTo(): void {
+    this.k.op("switch", () => this.k.activate(this.as));
+  }
+
+  /** fork: a child with a copy-on-write copy of this address space. */
+  fork(): Process {
+    const k = this.k;
+    return k.op("fork", () => {
+      const child = new Process(k, k.createAs(true));
+      child.vmas = this.vmas.map((v) => ({ ...v }));
+      let protectedAny = false;
+      const page = new Uint32Array(1024);
+      for (const v of this.vmas) {
+        for (let w = Math.floor(v.start / WINDOW) * WINDOW; w < v.end; w += WINDOW) {
+          if (!k.walkToL1(this.as, w, false)) continue;
+          const pl1 = k.wMfn;
+          const src = k.readPage(k.wVa);
+          const a = Math.max(v.start, w);
+          const b = Math.min(v.end, w + WINDOW);
+          page.fill(0);
+          let any = false;
+          for (let va = a; va < b; va += PAGE) {
+            const i = indexAt(va, 1);
+            let lo = src[i * 2];
+            const hi = src[i * 2 + 1];
+            if ((lo & LO_P) === 0) continue;
+            if (lo & LO_RW && v.write) {
+              lo = (lo & ~LO_RW) >>> 0;
+              k.setEntry(this.as, pl1, i, lo, hi);
+              protectedAny = true;
+            }
+            k.mapcount[k.pfnOf((hi & 0xfffff) * 0x100000 + (lo >>> 12))]++;
+            page[i * 2] = (lo & ~0x20) >>> 0; // pte_mkold
+            page[i * 2 + 1] = hi;
+            any = true;
+          }
+          if (!any) continue;
+          k.walkToL1(child.as, w, true);
+          k.copyEntries(child.as, k.wMfn, k.wVa, page, indexAt(a, 1), indexAt(b - PAGE, 1) + 1);
+          k.mapper.close(k, child.as);
+        }
+      }
+      k.hc.flush();
+      if (protectedAny && k.current === this.as) k.hc.mmuext([{ cmd: MMUEXT.MMUEXT_TLB_FLUSH_LOCAL }]);
+      return child;
+    });
+  }
+
+  /** exec: a fresh address space with a small image (text, data, stack), then the old one goes. */
+  exec(textPages = 8, dataPages = 4, stackPages = 4): void {
+    const k = this.k;
+    k.op("exec", () => {
+      const old = this.as;
+      const oldPfns = this.userPfns();
+      this.as = k.createAs(true);
+      this.vmas = [];
+      this.populate(USER_TEXT, textPages, false, true);
+      this.populate(USER_TEXT + textPages * PAGE, dataPages, true, false);
+      this.populate(USER_TOP - stackPages * PAGE, stackPages, true, false);
+      k.hc.flush();
+      if (k.current === old) k.activate(this.as);
+      k.destroyAs(old, oldPfns);
+    });
+  }
+
+  /** Every user page mapping of this process (for teardown). */
+  userPfns(): number[] {
+    const out: number[] = [];
+    for (const v of this.vmas) out.push(...this.mappedPfns(v.start, v.end));
+    this.k.mapper.closeAll(this.k);
+    return out;
+  }
+
+  exit(): void {
+    const k = this.k;
+    if (this.exited) throw new GuestError(`process ${this.pid} has already exited`);
+    k.op("exit", () => {
+      const pfns = this.userPfns();
+      k.destroyAs(this.as, pfns);
+      this.vmas = [];
+      this.exited = true;
+    });
   }
 }
 
-/** A user process's address space. */
-export class Process {
-  readonly l4: number;
-  private pinned = false;
-  /** Page-table frames by level, for teardown. */
-  private readonly tables: number[] = [];
-  /** "tracked": per L1, the grant handle of each entry (-1: not a grant mapping). */
-  private readonly grantHandles = new Map<number, Int32Array>();
-  /** "skip-early-unpin": the driver's record of its grant mappings (PTE address, handle). */
-  private readonly driverMaps: { pte: number; handle: number }[] = [];
-  hasForeignMappings = false;
+function vaArg(va: number): bigint {
+  return BigInt(va);
+}
 
-  constructor(
-    readonly k: GuestKernel,
-    readonly design: GrantTeardown,
-  ) {
-    this.l4 = k.allocFrame();
-  }
-
-  private index(va: bigint, level: number): number {
-    return Number((va >> BigInt(12 + 9 * (level - 1))) & 511n);
-  }
-
-  /** The L1 for `va`, creating L3/L2/L1 tables as needed. */
-  private l1For(va: bigint): number {
-    let table = this.l4;
-    for (let level = 4; level > 1; level--) {
-      const i = this.index(va, level);
-      const e = this.k.h.mem.read64(table * 4096 + i * 8);
-      if (e & 1n) {
-        table = Number((e >> 12n) & 0xff_ffff_ffffn);
-        continue;
-      }
-      const child = this.k.allocFrame();
-      this.tables.push(child);
-      this.k.setEntry(table, i, (BigInt(child) << 12n) | PTE_TABLE, this.pinned);
-      table = child;
-    }
-    return table;
-  }
-
-  /** Map one of the guest's own frames at `va`. */
-  mapPage(va: bigint, mfn: number, writable = true): void {
-    const l1 = this.l1For(va);
-    this.k.setEntry(l1, this.index(va, 1), (BigInt(mfn) << 12n) | (writable ? 0x7n : 0x5n), this.pinned);
-  }
-
-  /** Linux pins a process's L4 when it is first activated, and loads it. */
-  activate(): void {
-    if (!this.pinned) {
-      this.k.ext(MMUEXT.MMUEXT_PIN_L4_TABLE, this.l4);
-      this.pinned = true;
-    }
-    this.k.ext(MMUEXT.MMUEXT_NEW_BASEPTR, this.l4);
-  }
-
-  /** gntdev-style: map another domain's granted page into this process's PTE for `va`. */
-  mapGrant(va: bigint, granter: number, ref: number, readonly = false): number {
-    if (!this.pinned) throw new GuestError("grant PTEs can only go into pinned page tables");
-    const l1 = this.l1For(va);
-    const idx = this.index(va, 1);
-    const pte = l1 * 4096 + idx * 8;
-    const flags = GNTMAP_host_map | GNTMAP_contains_pte | (readonly ? GNTMAP_readonly : 0);
-    const r = this.k.h.grantTableOp(this.k.domid, 0, GNTTABOP_map_grant_ref, [
-      { host_addr: BigInt(pte), flags, ref, dom: granter },
-    ]);
-    const res = r.results[0];
-    if (res.status !== 0) throw new GuestError(`map_grant_ref failed: ${res.status}`);
-    const handle = res.handle as number;
-    this.hasForeignMappings = true;
-    if (this.design === "tracked") {
-      let side = this.grantHandles.get(l1);
-      if (!side) {
-        side = new Int32Array(512).fill(-1);
-        this.grantHandles.set(l1, side);
-      }
-      side[idx] = handle;
-    } else this.driverMaps.push({ pte, handle });
-    return handle;
-  }
-
-  /** Unmap the grant at `va` (through the same record the design keeps). */
-  unmapGrant(va: bigint): void {
-    const l1 = this.l1For(va);
-    const idx = this.index(va, 1);
-    if (this.design === "tracked") {
-      const side = this.grantHandles.get(l1);
-      if (!side || side[idx] < 0) throw new GuestError("no grant mapped there");
-      this.unmapBatch([{ pte: l1 * 4096 + idx * 8, handle: side[idx] }]);
-      side[idx] = -1;
-      return;
-    }
-    const pte = l1 * 4096 + idx * 8;
-    const i = this.driverMaps.findIndex((m) => m.pte === pte);
-    if (i < 0) throw new GuestError("no grant mapped there");
-    this.unmapBatch(this.driverMaps.splice(i, 1));
-  }
-
-  private unmapBatch(maps: { pte: number; handle: number }[]): void {
-    for (let i = 0; i < maps.length; i += UNMAP_BATCH) {
-      const ops = maps
-        .slice(i, i + UNMAP_BATCH)
-        .map((m) => ({ host_addr: BigInt(m.pte), dev_bus_addr: 0n, handle: m.handle }));
-      const r = this.k.h.grantTableOp(this.k.domid, 0, GNTTABOP_unmap_grant_ref, ops);
-      const bad = r.results.find((x) => x.status !== 0);
-      if (bad) throw new GuestError(`unmap_grant_ref failed: ${bad.status}`);
-    }
-  }
-
-  /**
-   * Process exit (`exit_mmap`): switch to the kernel's L4, tear the address space down and
-   * free its page-table pages, with the chosen design's handling of grant PTEs.
-   */
-  exit(): void {
-    const k = this.k;
-    k.ext(MMUEXT.MMUEXT_NEW_BASEPTR, k.initL4); // xen_drop_mm_ref: nobody runs on it any more
-    if (this.design === "tracked") {
-      // Before the tables go, every grant PTE recorded in a side array is unmapped.
-      const maps: { pte: number; handle: number }[] = [];
-      for (const [l1, side] of this.grantHandles) {
-        for (let i = 0; i < 512; i++)
-          if (side[i] >= 0) maps.push({ pte: l1 * 4096 + i * 8, handle: side[i] });
-      }
-      this.unmapBatch(maps);
-      this.grantHandles.clear();
-    }
-    const earlyUnpin = !(this.design === "skip-early-unpin" && this.hasForeignMappings);
-    if (this.pinned && earlyUnpin) {
-      k.ext(MMUEXT.MMUEXT_UNPIN_TABLE, this.l4); // xen_exit_mmap: the whole tree is devalidated now
-      this.pinned = false;
-    }
-    if (!earlyUnpin) {
-      // The driver's own unmap path runs while the tables are still pinned, then they go.
-      this.unmapBatch(this.driverMaps.splice(0));
-      k.ext(MMUEXT.MMUEXT_UNPIN_TABLE, this.l4);
-      this.pinned = false;
-    }
-    // unmap_vmas + free_pgtables: plain memory writes now that nothing is validated.
-    for (const t of [this.l4, ...this.tables]) {
-      for (let i = 0; i < 512; i++) k.h.poke(k.domid, t, i, 0n);
-      k.freeFrame(t);
-    }
-  }
+function countOp(k: Kernel, name: string): void {
+  const s = k.ops[name] ?? { count: 0, ms: 0 };
+  s.count++;
+  k.ops[name] = s;
 }

@@ -1,6 +1,15 @@
-/** Run a workload on a freshly booted guest and report what it cost. (Being written.) */
+/**
+ * Boot a guest with a strategy and pinning policy, run a workload on it, and
+ * report what it cost (`pvmmu run`, `pvmmu compare`).
+ */
 
+import { Host, type LinearPolicy } from "../xen/host.js";
+import { bootGuest } from "./boot.js";
+import { GuestError, type Kernel } from "./kernel.js";
+import { makeMapper } from "./mappers/index.js";
+import { ShadowMapper } from "./mappers/shadow.js";
 import type { BootMethod, PinningPolicy, RunReport, StrategyName, WorkloadName } from "./report.js";
+import { runWorkloadOn } from "./workloads.js";
 
 export interface RunOptions {
   strategy: StrategyName;
@@ -12,8 +21,88 @@ export interface RunOptions {
   bootMethod?: BootMethod;
   /** Scale of the workload (iterations); default per workload. */
   iterations?: number;
+  /** The hypervisor's linear page-table rule (default Xen's). */
+  linearPolicy?: LinearPolicy;
+  /** Bytes the parent maps in fork workloads. */
+  mapped?: number;
 }
 
-export function runWorkload(_opts: RunOptions): RunReport {
-  throw new Error("runWorkload: not written yet");
+const MiB = 2 ** 20;
+
+/** A booted guest on a fresh host (and a small front-end domain for grant I/O). */
+export function bootOnHost(o: RunOptions): { h: Host; kernel: Kernel; boot: RunReport["boot"] } {
+  if (!Number.isInteger(o.memoryBytes / MiB) || o.memoryBytes < 64 * MiB) {
+    throw new GuestError(`guest memory must be a whole number of MiB, at least 64 MiB, got ${o.memoryBytes}`);
+  }
+  const guestMiB = o.memoryBytes / MiB;
+  const h = new Host({ memoryMiB: guestMiB + Math.ceil(guestMiB / 32) + 96, linearPolicy: o.linearPolicy });
+  h.createDomain({ domid: 1, pages: guestMiB * 256 });
+  if (o.workload === "grant-io") h.createDomain({ domid: 2, pages: 1024 });
+  const { kernel, boot } = bootGuest(h, 1, {
+    mapper: makeMapper(o.strategy),
+    pinning: o.pinning,
+    method: o.bootMethod ?? "top-down",
+    // NetBSD queues 2048 updates; Linux batches 32.
+    mmuBatch: o.strategy === "netbsd" ? 2048 : 32,
+    mcBatch: 32,
+  });
+  return { h, kernel, boot };
+}
+
+export function runWorkload(o: RunOptions): RunReport {
+  const t0 = performance.now();
+  const { h, kernel: k, boot } = bootOnHost(o);
+  runWorkloadOn(k, o.workload, { seed: o.seed, iterations: o.iterations, mapped: o.mapped, frontend: 2 });
+  k.hc.flush();
+  return report(h, k, o, boot, performance.now() - t0);
+}
+
+/** The cost report of a kernel's run so far. */
+export function report(
+  h: Host,
+  k: Kernel,
+  o: RunOptions,
+  boot: RunReport["boot"],
+  wallMs: number,
+): RunReport {
+  const audit = h.audit();
+  const total = k.tableCount.reduce((a, b) => a + b, 0);
+  const companions = k.mapper instanceof ShadowMapper ? k.mapper.companionPages : 0;
+  return {
+    strategy: o.strategy,
+    pinning: o.pinning,
+    workload: o.workload,
+    bootMethod: o.bootMethod ?? "top-down",
+    memoryBytes: o.memoryBytes,
+    seed: o.seed,
+    tablePages: { total, byLevel: [...k.tableCount], share: total / k.pages },
+    companionPages: companions,
+    vaSlots: k.mapper.vaSlots(k),
+    vaBytes: k.mapper.vaSlots(k) * 2 ** 39,
+    p2mBytes: k.pages * 8,
+    m2pBytes: h.frames.frames * 8,
+    hypercalls: sorted(k.hc.transitions),
+    batches: sorted(k.hc.batches),
+    pteUpdates: {
+      mmu_update: k.hc.pteByMmuUpdate,
+      update_va_mapping: k.hc.pteByUva,
+      ptwr: k.ptwrWrites,
+      direct: k.directWrites,
+    },
+    validatedEntries: h.counters.tablesValidated * 512 + h.counters.entriesValidated,
+    tlbFlushes: { full: k.hc.flushFull, single: k.hc.flushSingle },
+    p2mLookups: k.p2mLookups,
+    m2pLookups: k.m2pLookups,
+    ops: sorted(k.ops),
+    boot,
+    audit: {
+      ok: audit.ok,
+      problems: audit.problems.map((p) => (typeof p === "string" ? p : JSON.stringify(p))),
+    },
+    wallMs,
+  };
+}
+
+function sorted<T>(o: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }

@@ -40,7 +40,14 @@ import {
   unmapGrantRef,
 } from "./grant.js";
 import { type MemoryResult, memoryOp, type Reservation } from "./memory.js";
-import { getPgOwner, type HypercallResult, type MmuUpdateReq, mmuUpdate, updateVaMapping } from "./mmu.js";
+import {
+  getPgOwner,
+  type HypercallResult,
+  type MmuUpdateReq,
+  mmuUpdate,
+  mmuUpdateBuf,
+  updateVaMapping,
+} from "./mmu.js";
 import { type MmuextOp, mmuextOp } from "./mmuext.js";
 import { type MulticallEntry, multicall, vmAssist } from "./multicall.js";
 import { destroyDomain } from "./teardown.js";
@@ -84,6 +91,11 @@ export class Host {
   readonly roM2pL3: number;
   /** `dom_xen`, owner of Xen's frames (a pseudo-domain with no vCPUs). */
   readonly domXen: Domain;
+  /**
+   * Work the hypervisor did, for cost reports: tables promoted (each examines 512 entries)
+   * and single entries validated by mmu_update / update_va_mapping / ptwr.
+   */
+  readonly counters = { tablesValidated: 0, entriesValidated: 0 };
 
   private readonly freeList: number[] = [];
   private readonly stride: number;
@@ -258,6 +270,11 @@ export class Host {
 
   mmuUpdate(domid: number, reqs: MmuUpdateReq[], foreigndom = DOMID_SELF): HypercallResult {
     return mmuUpdate(this, this.dom(domid), reqs, foreigndom);
+  }
+
+  /** `mmu_update` on requests as laid out in guest memory: 4 words each (ptr lo/hi, val lo/hi). */
+  mmuUpdateBuf(domid: number, buf: Uint32Array, count: number, foreigndom = DOMID_SELF): HypercallResult {
+    return mmuUpdateBuf(this, this.dom(domid), buf, count, foreigndom);
   }
 
   mmuextOp(domid: number, ops: MmuextOp[], foreigndom = DOMID_SELF, vcpu = 0): HypercallResult {

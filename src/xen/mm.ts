@@ -215,6 +215,7 @@ function validatePage(h: Host, mfn: number, type: number): number {
     return -EINVAL;
   }
   f.linear[mfn] = 0;
+  h.counters.tablesValidated++;
   if (type === PGT_l1_page_table) {
     const rc = promoteL1(h, mfn, d);
     if (rc !== 0) {

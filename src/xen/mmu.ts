@@ -274,6 +274,7 @@ export function modL1Entry(
   const t = h.mem.frameForWrite(l1mfn);
   const olo = t[index * 2];
   const ohi = t[index * 2 + 1];
+  h.counters.entriesValidated++;
   if (preserveAd) lo |= olo & (LO_A | LO_D);
   if (lo & LO_P) {
     if ((lo & l1DisallowLo(l1eOwner)) !== 0 || (hi & l1DisallowHi(h)) !== 0) return -EINVAL;
@@ -310,6 +311,7 @@ export function modLnEntry(
   const t = h.mem.frameForWrite(mfn);
   const olo = t[index * 2];
   const ohi = t[index * 2 + 1];
+  h.counters.entriesValidated++;
   if (preserveAd) lo |= olo & (LO_A | LO_D);
   if (lo & LO_P) {
     if (lo & LN_DISALLOW) return -EINVAL;

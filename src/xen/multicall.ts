@@ -20,7 +20,14 @@ import {
 } from "./abi.js";
 import type { Domain, Vcpu } from "./domain.js";
 import type { Host } from "./host.js";
-import { getPgOwner, type HypercallResult, type MmuUpdateReq, mmuUpdate, updateVaMapping } from "./mmu.js";
+import {
+  getPgOwner,
+  type HypercallResult,
+  type MmuUpdateReq,
+  mmuUpdate,
+  mmuUpdateBuf,
+  updateVaMapping,
+} from "./mmu.js";
 import { type MmuextOp, mmuextOp } from "./mmuext.js";
 
 /** vm_assist types a 64-bit PV guest may set (VM_ASSIST_VALID). */
@@ -41,6 +48,8 @@ function setAssist(d: Domain, type: number, on: boolean): void {
 
 export type MulticallEntry =
   | { op: typeof __HYPERVISOR_mmu_update; reqs: MmuUpdateReq[]; foreigndom?: number }
+  /** mmu_update with its requests as laid out in guest memory (4 words each), as guests pass them. */
+  | { op: typeof __HYPERVISOR_mmu_update; buf: Uint32Array; count: number; foreigndom?: number }
   | { op: typeof __HYPERVISOR_mmuext_op; ops: MmuextOp[]; foreigndom?: number }
   | { op: typeof __HYPERVISOR_update_va_mapping; va: bigint; val: bigint; flags: bigint }
   | {
@@ -57,7 +66,11 @@ export function multicall(h: Host, v: Vcpu, calls: MulticallEntry[]): HypercallR
   for (const c of calls) {
     switch (c.op) {
       case __HYPERVISOR_mmu_update:
-        out.push(mmuUpdate(h, v.domain, c.reqs, c.foreigndom ?? DOMID_SELF));
+        out.push(
+          "buf" in c
+            ? mmuUpdateBuf(h, v.domain, c.buf, c.count, c.foreigndom ?? DOMID_SELF)
+            : mmuUpdate(h, v.domain, c.reqs, c.foreigndom ?? DOMID_SELF),
+        );
         break;
       case __HYPERVISOR_mmuext_op:
         out.push(mmuextOp(h, v, c.ops, c.foreigndom ?? DOMID_SELF));

@@ -6,7 +6,7 @@
  */
 
 import { describe, expect, it } from "vitest";
-import { type GrantTeardown, GuestError, GuestKernel, Process } from "../../src/guest/process.js";
+import { type GrantTeardown, GuestError, GuestKernel, Process } from "../../src/guest/grant-teardown.js";
 import { Host } from "../../src/xen/host.js";
 
 function world(design: GrantTeardown) {

@@ -1,0 +1,403 @@
+/**
+ * Booting a PV guest: the domain builder's start-of-day tables, then the
+ * kernel's own mapping of RAM.
+ *
+ * The domain builder (the toolstack, as libxc's xc_dom_* does) lays the guest
+ * out as: kernel image, the kernel's brk seed (`BRK_PAGES` pages set aside
+ * for early page tables), for the linear method the guessed table
+ * reservation, then the builder's own page tables, which map all of that at
+ * the strategy's kernel addresses (read-only where a page is a table), plus
+ * the fixmap L1 that holds the temporary mapping slots. Xen pins the L4 and
+ * loads it; the kernel starts with that as its own address space.
+ *
+ * With a direct map the kernel then maps the rest of RAM with 4 KiB pages
+ * (Xen PV allows no superpages), in one of two ways:
+ *  - "top-down" (seed 004; Linux's `memory_map_top_down`, 2012): map the top
+ *    2 MiB first with tables from the brk seed, then walk down in steps that
+ *    grow ×32 once a step has mapped more than everything before it; every
+ *    new table comes from memory already mapped, highest first, so it can be
+ *    made read-only through its existing mapping and registered before it is
+ *    linked (the paravirt hook: RO + pin for an L1, RO for a directory);
+ *  - "linear" (before 2012: `find_early_table_space`): guess the number of
+ *    table pages needed for all of RAM from a formula, have them reserved and
+ *    mapped up front, map bottom-up taking tables in order from the
+ *    reservation, and give back what was not used; a guess too small panics.
+ * Both fill each new table while it is still writable, then register and
+ * link it, as Linux's `phys_pte_init`/`phys_pmd_init` and the Xen hooks do.
+ */
+
+import { LO_P } from "../x86/pte.js";
+import { MMUEXT } from "../xen/abi.js";
+import type { Host } from "../xen/host.js";
+import { AddressSpace, GuestError, Kernel, type KernelOptions, TABLE_FLAGS } from "./kernel.js";
+import { DIRECT_MAP_BASE, indexAt, TEMP_WINDOW_BASE } from "./layout.js";
+import type { BootMethod, BootReport } from "./report.js";
+
+/** Pages the brk seed sets aside for early page tables (Linux: 6–16). */
+export const BRK_PAGES = 16;
+/** Kernel image size in pages (4 MiB), or a sixteenth of a small guest. */
+export function kernelImagePages(pages: number): number {
+  return Math.min(1024, Math.floor(pages / 16));
+}
+
+/**
+ * Linux's `find_early_table_space` for 4 KiB mappings of `indices` pages of the direct map
+ * spread over `l1Windows` 2 MiB windows: one L1 per window, plus L2 and L3 pages by formula.
+ */
+export function linearGuess(indices: number, l1Windows: number): number {
+  const puds = Math.ceil(indices / 2 ** 18);
+  const pmds = Math.ceil(indices / 512);
+  return Math.ceil((puds * 8) / 4096) + Math.ceil((pmds * 8) / 4096) + l1Windows;
+}
+
+interface Layout {
+  image: number;
+  brk: number;
+  reserve: number;
+  /** First pfn of the builder's tables, and their count. */
+  tablesAt: number;
+  tables: number;
+  /** End of the initial mapping (pfns [0, end) are mapped). */
+  end: number;
+}
+
+/**
+ * The builder's tables for mapping VAs `vaOf(0..end-1)` plus the fixmap L1: the distinct
+ * L1/L2/L3 windows those addresses fall in, plus the L4.
+ */
+function tablesFor(end: number, vaOf: (pfn: number) => number): number {
+  const l1 = new Set<number>();
+  const l2 = new Set<number>();
+  const l3 = new Set<number>();
+  const add = (va: number) => {
+    l1.add(Math.floor(va / 2 ** 21));
+    l2.add(Math.floor(va / 2 ** 30));
+    l3.add(Math.floor(va / 2 ** 39));
+  };
+  for (let p = 0; p < end; p++) add(vaOf(p));
+  add(TEMP_WINDOW_BASE);
+  return l1.size + l2.size + l3.size + 1;
+}
+
+export interface BootOptions extends KernelOptions {
+  method: BootMethod;
+}
+
+/** The direct-map tables the kernel knows, by window (VA / span). */
+class DirectMapTables {
+  readonly l1 = new Map<number, number>();
+  readonly l2 = new Map<number, number>();
+  readonly l3 = new Map<number, number>();
+}
+
+/**
+ * Build the domain's start-of-day state and boot its kernel. The domain must exist with its
+ * memory (`h.createDomain({domid, pages})`) and nothing else.
+ */
+export function bootGuest(h: Host, domid: number, opts: BootOptions): { kernel: Kernel; boot: BootReport } {
+  const k = new Kernel(h, domid, opts);
+  const pages = k.pages;
+  if (pages < 8192) throw new GuestError(`a guest needs at least 32 MiB, got ${pages} pages`);
+  const m = opts.mapper;
+  const image = kernelImagePages(pages);
+  const dmIndex = (pfn: number) => (m.name === "direct-mfn" ? k.p2m[pfn] : pfn);
+  let reserve = 0;
+  if (opts.method === "linear" && m.directMap) {
+    const windows = new Set<number>();
+    for (let p = 0; p < pages; p++) windows.add(Math.floor(dmIndex(p) / 512));
+    let span = pages;
+    if (m.name === "direct-mfn") {
+      let max = 0;
+      for (let p = 0; p < pages; p++) max = Math.max(max, k.p2m[p]);
+      span = max + 1;
+    }
+    reserve = linearGuess(span, windows.size);
+  }
+  const vaOf = (pfn: number) => m.initialVa(k, pfn);
+  let tables = 4;
+  for (;;) {
+    const need = tablesFor(image + BRK_PAGES + reserve + tables, vaOf);
+    if (need <= tables) break;
+    tables = need;
+  }
+  const layout: Layout = {
+    image,
+    brk: image,
+    reserve,
+    tablesAt: image + BRK_PAGES + reserve,
+    tables,
+    end: image + BRK_PAGES + reserve + tables,
+  };
+  if (layout.end > pages)
+    throw new GuestError(`the initial mapping (${layout.end} pages) does not fit in the guest`);
+  const dm = new DirectMapTables();
+  buildInitialTables(h, k, layout, dm);
+  m.setup(k);
+  k.hc.flush();
+  const boot: BootReport = {
+    method: opts.method,
+    reservedPages: opts.method === "linear" && m.directMap ? reserve : BRK_PAGES,
+    usedPages: 0,
+    unusedPages: 0,
+    lowestTablePfn: -1,
+    highestTablePfn: -1,
+    ramPages: pages,
+    mappedPages: m.directMap ? layout.end : 0,
+    steps: 0,
+  };
+  if (m.directMap) new DirectMapBuilder(k, layout, dm, boot, dmIndex).run(opts.method);
+  else boot.unusedPages = boot.reservedPages;
+  k.hc.flush();
+  return { kernel: k, boot };
+}
+
+/** The domain builder: tables for pfns [0, end) at their initial VAs, pinned and loaded by Xen. */
+function buildInitialTables(h: Host, k: Kernel, layout: Layout, dm: DirectMapTables): void {
+  const m = k.mapper;
+  let next = layout.tablesAt;
+  const tables: [number, number][] = [];
+  const take = (level: number) => {
+    const pfn = next++;
+    if (pfn >= layout.end) throw new GuestError("domain builder: table estimate too small");
+    tables.push([pfn, level]);
+    k.tableLevel[pfn] = level;
+    k.tableCount[level - 1]++;
+    return k.p2m[pfn];
+  };
+  for (let p = 0; p < layout.end; p++) k.alloc.take(p);
+  // Every page set aside for the builder's tables is mapped read-only, used or not.
+  for (let p = layout.tablesAt; p < layout.end; p++) k.tableLevel[p] = 1;
+  const l4 = take(4);
+  const put = (mfn: number, i: number, lo: number, hi: number) => {
+    if (!h.poke(k.domid, mfn, i, (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0))) {
+      throw new GuestError("domain builder: cannot write a table");
+    }
+  };
+  const read = (mfn: number, i: number) => h.mem.frame(mfn)[i * 2];
+  /** The L1 for `va`, created on the way down. */
+  const l1For = (va: number): number => {
+    let t = l4;
+    for (let level = 4; level > 1; level--) {
+      const i = indexAt(va, level);
+      const e = read(t, i);
+      let child: number;
+      if (e & LO_P) child = (h.mem.frame(t)[i * 2 + 1] & 0xfffff) * 0x100000 + (e >>> 12);
+      else {
+        child = take(level - 1);
+        put(t, i, ((child % 0x100000) * 4096 + TABLE_FLAGS) >>> 0, Math.floor(child / 0x100000));
+        const key = Math.floor(va / 2 ** (12 + 9 * (level - 1)));
+        if (m.directMap) (level === 4 ? dm.l3 : level === 3 ? dm.l2 : dm.l1).set(key, child);
+      }
+      t = child;
+    }
+    return t;
+  };
+  for (let p = 0; p < layout.end; p++) {
+    const va = m.initialVa(k, p);
+    const l1 = l1For(va);
+    const [lo, hi] = Kernel.kernelPte(k.p2m[p], k.tableLevel[p] === 0);
+    put(l1, indexAt(va, 1), lo, hi);
+  }
+  l1For(TEMP_WINDOW_BASE);
+  for (let p = next; p < layout.end; p++) k.tableLevel[p] = 0;
+  // Xen pins the builder's L4 and loads it (arch_set_info_guest); not the guest's hypercalls.
+  const pin = h.mmuextOp(k.domid, [
+    { cmd: MMUEXT.MMUEXT_PIN_L4_TABLE, arg1: BigInt(l4) },
+    { cmd: MMUEXT.MMUEXT_NEW_BASEPTR, arg1: BigInt(l4) },
+  ]);
+  if (pin.rc !== 0) throw new GuestError(`domain builder: pinning the start-of-day L4 failed (${pin.rc})`);
+  const as = new AddressSpace(-1, l4, 0);
+  as.validated = true;
+  for (const [pfn, level] of tables) if (level < 4) as.tables.set(k.p2m[pfn], level);
+  k.kernelAs = as;
+  k.current = as;
+}
+
+/** The kernel maps the rest of RAM into its direct map (top-down or linear). */
+class DirectMapBuilder {
+  private brkUsed = 0;
+  private reserveUsed = 0;
+  /** Top-down: lowest pfn mapped so far, and the next candidate for a table page. */
+  private minMapped: number;
+  private cursor: number;
+  private method: BootMethod = "top-down";
+  /** L2s being filled (not yet linked), by window key. */
+  private readonly pendingL2 = new Map<number, number>();
+  private readonly page = new Uint32Array(1024);
+
+  constructor(
+    private readonly k: Kernel,
+    private readonly layout: Layout,
+    private readonly dm: DirectMapTables,
+    private readonly report: BootReport,
+    private readonly dmIndex: (pfn: number) => number,
+  ) {
+    this.minMapped = k.pages;
+    this.cursor = k.pages - 1;
+  }
+
+  run(method: BootMethod): void {
+    this.method = method;
+    const k = this.k;
+    const start = this.layout.end;
+    if (method === "linear") {
+      this.mapRange(start, k.pages);
+      this.report.steps = 1;
+      // pagetable_reserve: the unused part of the reservation goes back to the allocator.
+      const from = this.layout.image + BRK_PAGES + this.reserveUsed;
+      for (let p = from; p < this.layout.image + BRK_PAGES + this.layout.reserve; p++) k.freePfn(p);
+      this.report.unusedPages = this.layout.reserve - this.reserveUsed;
+      return;
+    }
+    // memory_map_top_down: the top 2 MiB-aligned block first, then ×32 steps downwards.
+    let realEnd = Math.floor(k.pages / 512) * 512;
+    if (realEnd <= start) realEnd = k.pages;
+    this.minMapped = realEnd;
+    this.cursor = realEnd - 1;
+    let step = 512;
+    let lastStart = realEnd;
+    let mapped = 0;
+    while (lastStart > start) {
+      const s = lastStart > step ? Math.max(Math.floor((lastStart - 1) / step) * step, start) : start;
+      this.mapRange(s, lastStart);
+      mapped += lastStart - s;
+      lastStart = s;
+      this.minMapped = s;
+      this.report.steps++;
+      if (mapped >= step) step *= 32;
+    }
+    if (realEnd < k.pages) {
+      this.mapRange(realEnd, k.pages);
+      this.report.steps++;
+    }
+    this.report.unusedPages = BRK_PAGES - this.brkUsed;
+  }
+
+  /** A page for a new table: brk, then mapped memory (top-down), or the reservation (linear). */
+  private tablePfn(): number {
+    const k = this.k;
+    if (this.method === "linear") {
+      if (this.reserveUsed >= this.layout.reserve) {
+        throw new GuestError(
+          `linear boot: the ${this.layout.reserve} table pages reserved by the guess ran out (kernel panic)`,
+        );
+      }
+      return this.layout.image + BRK_PAGES + this.reserveUsed++;
+    }
+    if (this.brkUsed < BRK_PAGES) return this.layout.brk + this.brkUsed++;
+    while (this.cursor >= this.minMapped && k.alloc.used[this.cursor]) this.cursor--;
+    if (this.cursor < this.minMapped)
+      throw new GuestError("top-down boot: no mapped memory left for page tables");
+    const pfn = this.cursor--;
+    k.alloc.take(pfn);
+    return pfn;
+  }
+
+  /** A new zeroed table page (still writable); returns [pfn, mfn]. */
+  private newTable(level: number): [number, number] {
+    const k = this.k;
+    const pfn = this.tablePfn();
+    const mfn = k.mfnOf(pfn);
+    k.tableLevel[pfn] = level;
+    k.tableCount[level - 1]++;
+    const r = this.report;
+    r.usedPages++;
+    if (r.lowestTablePfn < 0 || pfn < r.lowestTablePfn) r.lowestTablePfn = pfn;
+    if (pfn > r.highestTablePfn) r.highestTablePfn = pfn;
+    k.zeroPage(k.mapper.kva(k, mfn, pfn, 0));
+    return [pfn, mfn];
+  }
+
+  /** The validated L3 for direct-map window `key3`, created and linked if missing. */
+  private l3(key3: number): number {
+    let t = this.dm.l3.get(key3);
+    if (t === undefined) {
+      const k = this.k;
+      const [pfn, mfn] = this.newTable(3);
+      k.mapper.protect(k, mfn, pfn, false);
+      k.link(k.kernelAs, k.kernelAs.l4, 3, key3 % 512, mfn);
+      this.dm.l3.set(key3, mfn);
+      t = mfn;
+    }
+    return t;
+  }
+
+  /** Register a filled L2 and link it into its L3 (Xen validates it then). */
+  private finishL2(key2: number, mfn: number): void {
+    const k = this.k;
+    k.mapper.protect(k, mfn, k.pfnOf(mfn), false);
+    k.link(k.kernelAs, this.l3(Math.floor(key2 / 512)), 2, key2 % 512, mfn);
+    this.dm.l2.set(key2, mfn);
+  }
+
+  /** Map direct-map entries for pfns [start, end). */
+  private mapRange(start: number, end: number): void {
+    const k = this.k;
+    const n = end - start;
+    if (n <= 0) return;
+    // Direct-map indices of the range, in order (pfns, or the mfns behind them).
+    const idx = new Float64Array(n);
+    for (let i = 0; i < n; i++) idx[i] = this.dmIndex(start + i);
+    if (k.mapper.name === "direct-mfn") idx.sort();
+    const pfnAt = (x: number) => (k.mapper.name === "direct-mfn" ? k.pfnOf(x) : x);
+    // Runs of indices sharing an L1 window, highest first (top-down) or lowest first (linear).
+    const runs: [number, number][] = [];
+    for (let i = 0; i < n; ) {
+      let j = i + 1;
+      const w = Math.floor(idx[i] / 512);
+      while (j < n && Math.floor(idx[j] / 512) === w) j++;
+      runs.push([i, j]);
+      i = j;
+    }
+    if (this.method === "top-down") runs.reverse();
+    const page = this.page;
+    for (const [i, j] of runs) {
+      // The L1 window by VA (a 2 MiB unit of the direct map), as the builder's tables are keyed.
+      const w = DIRECT_MAP_BASE / 2 ** 21 + Math.floor(idx[i] / 512);
+      const existing = this.dm.l1.get(w);
+      if (existing !== undefined) {
+        // A window partly mapped already (by the builder): its L1 is validated.
+        for (let x = i; x < j; x++) {
+          const pfn = pfnAt(idx[x]);
+          const [lo, hi] = Kernel.kernelPte(k.p2m[pfn], k.tableLevel[pfn] === 0);
+          k.hc.queuePte(existing * 4096 + (idx[x] % 512) * 8, lo, hi);
+        }
+        continue;
+      }
+      // phys_pte_init: fill the new L1 while writable…
+      const [pfn, mfn] = this.newTable(1);
+      page.fill(0);
+      for (let x = i; x < j; x++) {
+        const p = pfnAt(idx[x]);
+        const [lo, hi] = Kernel.kernelPte(k.p2m[p], k.tableLevel[p] === 0);
+        const s = (idx[x] % 512) * 2;
+        page[s] = lo;
+        page[s + 1] = hi;
+      }
+      k.writePage(k.mapper.kva(k, mfn, pfn, 0), page);
+      // …xen_alloc_pte_init: read-only and pinned before it is linked.
+      k.mapper.protect(k, mfn, pfn, false);
+      k.hc.queueMmuext([{ cmd: MMUEXT.MMUEXT_PIN_L1_TABLE, arg1: BigInt(mfn) }]);
+      const key2 = Math.floor(w / 512);
+      const l2 = this.dm.l2.get(key2);
+      if (l2 !== undefined) {
+        k.link(k.kernelAs, l2, 1, w % 512, mfn);
+      } else {
+        let pending = this.pendingL2.get(key2);
+        if (pending === undefined) {
+          pending = this.newTable(2)[1];
+          this.pendingL2.set(key2, pending);
+        }
+        // The L2 is still writable: a plain store (set_pmd on an unpinned table).
+        k.hc.flush();
+        const [lo, hi] = [((mfn % 0x100000) * 4096 + TABLE_FLAGS) >>> 0, Math.floor(mfn / 0x100000)];
+        k.write64(k.mapper.kva(k, pending, k.pfnOf(pending), 0) + (w % 512) * 8, lo, hi);
+      }
+      this.dm.l1.set(w, mfn);
+    }
+    for (const [key2, mfn] of this.pendingL2) this.finishL2(key2, mfn);
+    this.pendingL2.clear();
+    k.hc.flush();
+    this.report.mappedPages += n;
+  }
+}
