@@ -153,6 +153,7 @@ export class Kernel {
     this.pinning = opts.pinning;
     this.hc = new Hypercalls(h, domid, opts.mmuBatch ?? 32, opts.mcBatch ?? 32, opts.vcpu ?? 0);
     this.pages = d.p2m.length;
+    if (this.pages >= 2 ** 32) throw new GuestError("a guest of 16 TiB or more is not modelled");
     this.p2m = Float64Array.from(d.p2m);
     this.alloc = new PfnAllocator(this.pages);
     this.tableLevel = new Uint8Array(this.pages);
@@ -414,17 +415,19 @@ export class Kernel {
       }
       return;
     }
-    const merged = this.scratch;
-    merged.set(this.readPage(l1va));
+    // Plain stores into the (still writable) table, through its writable mapping.
+    const dst = this.h.mem.frameForWrite(Math.floor(this.kpa(l1va, true) / 4096));
+    let n = 0;
     for (let i = from; i < to; i++) {
-      if (page[i * 2] & LO_P) {
-        merged[i * 2] = page[i * 2];
-        merged[i * 2 + 1] = page[i * 2 + 1];
+      const lo = page[i * 2];
+      if (lo & LO_P) {
+        dst[i * 2] = lo;
+        dst[i * 2 + 1] = page[i * 2 + 1];
+        n++;
       }
     }
-    this.writePage(l1va, merged);
+    this.directWrites += n;
   }
-  private readonly scratch = new Uint32Array(1024);
 
   /** Unlink table `child` (of `level`) from `parent`'s `index` and free it (free_pgtables). */
   unlinkTable(as: AddressSpace, parent: number, index: number, child: number, level: number): void {
@@ -500,7 +503,7 @@ export class Kernel {
    * caller's walk while the tables were still readable): off every vCPU, unpin early (Linux) or unpin table by table
    * (eager), make the frames writable again and free them. User pages lose a mapping each.
    */
-  destroyAs(as: AddressSpace, userPfns: number[]): void {
+  destroyAs(as: AddressSpace, userPfns: { items: Float64Array; length: number }): void {
     if (this.current === as) this.activate(this.kernelAs);
     this.mapper.release(this, as);
     const m = this.mapper;
@@ -519,7 +522,13 @@ export class Kernel {
     }
     this.hc.flush();
     as.validated = false;
-    for (const pfn of userPfns) this.unmapUserPage(pfn);
+    const { items, length } = userPfns;
+    const mapcount = this.mapcount;
+    for (let i = 0; i < length; i++) {
+      const pfn = items[i];
+      if (mapcount[pfn] === 0) throw new GuestError(`unmapping pfn ${pfn} with no mappings`);
+      if (--mapcount[pfn] === 0) this.freePfn(pfn);
+    }
     for (const [mfn, level] of all) this.freeTable(mfn, level);
     as.tables.clear();
   }

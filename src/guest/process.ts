@@ -17,7 +17,7 @@
  *    Linux's policy).
  */
 
-import { HI_NX, LO_P, LO_RW } from "../x86/pte.js";
+import { HI_NX, LO_A, LO_P, LO_RW } from "../x86/pte.js";
 import { MMU_PT_UPDATE_PRESERVE_AD, MMUEXT } from "../xen/abi.js";
 import { type AddressSpace, GuestError, Kernel } from "./kernel.js";
 import { indexAt, MMAP_BASE, USER_TEXT, USER_TOP } from "./layout.js";
@@ -97,23 +97,35 @@ export class Process {
       if (!k.walkToL1(this.as, w, false)) continue;
       const l1 = k.wMfn;
       const t = k.readPage(k.wVa);
-      const a = Math.max(start, w);
-      const b = Math.min(end, w + WINDOW);
-      for (let va = a; va < b; va += PAGE) {
-        const i = indexAt(va, 1);
+      const i0 = (Math.max(start, w) - w) / PAGE;
+      const i1 = (Math.min(end, w + WINDOW) - w) / PAGE;
+      for (let i = i0; i < i1; i++) {
         const lo = t[i * 2];
-        if (lo & LO_P) fn(va, l1, i, lo, t[i * 2 + 1]);
+        if (lo & LO_P) fn(w + i * PAGE, l1, i, lo, t[i * 2 + 1]);
       }
     }
   }
 
-  /** The user pages mapped in [start, end), by pfn (one per mapping). */
-  private mappedPfns(start: number, end: number): number[] {
-    const out: number[] = [];
-    this.forEachPte(start, end, (_va, _l1, _i, lo, hi) =>
-      out.push(this.k.pfnOf((hi & 0xfffff) * 0x100000 + (lo >>> 12))),
-    );
-    return out;
+  /** Append the pfns of the user pages mapped in [start, end) to `out` (one per mapping). */
+  private mappedPfns(start: number, end: number, out: PfnList): void {
+    const k = this.k;
+    const m2pLo = k.h.frames.m2pLo;
+    const m2pHi = k.h.frames.m2pHi;
+    for (let w = Math.floor(start / WINDOW) * WINDOW; w < end; w += WINDOW) {
+      if (!k.walkToL1(this.as, w, false)) continue;
+      const t = k.readPage(k.wVa);
+      const i0 = (Math.max(start, w) - w) / PAGE;
+      const i1 = (Math.min(end, w + WINDOW) - w) / PAGE;
+      let n = 0;
+      for (let i = i0; i < i1; i++) {
+        const lo = t[i * 2];
+        if ((lo & LO_P) === 0) continue;
+        const mfn = (t[i * 2 + 1] & 0xfffff) * 0x100000 + (lo >>> 12);
+        out.push(m2pHi[mfn] * 2 ** 32 + m2pLo[mfn]);
+        n++;
+      }
+      k.m2pLookups += n;
+    }
   }
 
   // ---------------------------------------------------------------- memory calls
@@ -288,17 +300,18 @@ export class Process {
       child.vmas = this.vmas.map((v) => ({ ...v }));
       let protectedAny = false;
       const page = new Uint32Array(1024);
+      const m2pLo = k.h.frames.m2pLo;
+      const mapcount = k.mapcount;
       for (const v of this.vmas) {
         for (let w = Math.floor(v.start / WINDOW) * WINDOW; w < v.end; w += WINDOW) {
           if (!k.walkToL1(this.as, w, false)) continue;
           const pl1 = k.wMfn;
           const src = k.readPage(k.wVa);
-          const a = Math.max(v.start, w);
-          const b = Math.min(v.end, w + WINDOW);
+          const i0 = (Math.max(v.start, w) - w) / PAGE;
+          const i1 = (Math.min(v.end, w + WINDOW) - w) / PAGE;
           page.fill(0);
           let any = false;
-          for (let va = a; va < b; va += PAGE) {
-            const i = indexAt(va, 1);
+          for (let i = i0; i < i1; i++) {
             let lo = src[i * 2];
             const hi = src[i * 2 + 1];
             if ((lo & LO_P) === 0) continue;
@@ -307,14 +320,16 @@ export class Process {
               k.setEntry(this.as, pl1, i, lo, hi);
               protectedAny = true;
             }
-            k.mapcount[k.pfnOf((hi & 0xfffff) * 0x100000 + (lo >>> 12))]++;
-            page[i * 2] = (lo & ~0x20) >>> 0; // pte_mkold
+            const mfn = (hi & 0xfffff) * 0x100000 + (lo >>> 12);
+            mapcount[m2pLo[mfn]]++; // guest pfns are below 2^32 (the kernel checks at boot)
+            page[i * 2] = (lo & ~LO_A) >>> 0; // pte_mkold
             page[i * 2 + 1] = hi;
             any = true;
           }
+          k.m2pLookups += i1 - i0;
           if (!any) continue;
           k.walkToL1(child.as, w, true);
-          k.copyEntries(child.as, k.wMfn, k.wVa, page, indexAt(a, 1), indexAt(b - PAGE, 1) + 1);
+          k.copyEntries(child.as, k.wMfn, k.wVa, page, i0, i1);
           k.mapper.close(k, child.as);
         }
       }
@@ -342,9 +357,9 @@ export class Process {
   }
 
   /** Every user page mapping of this process (for teardown). */
-  userPfns(): number[] {
-    const out: number[] = [];
-    for (const v of this.vmas) out.push(...this.mappedPfns(v.start, v.end));
+  userPfns(): PfnList {
+    const out = new PfnList();
+    for (const v of this.vmas) this.mappedPfns(v.start, v.end, out);
     this.k.mapper.closeAll(this.k);
     return out;
   }
@@ -358,6 +373,21 @@ export class Process {
       this.vmas = [];
       this.exited = true;
     });
+  }
+}
+
+/** A growable list of pfns. */
+export class PfnList {
+  items = new Float64Array(256);
+  length = 0;
+
+  push(pfn: number): void {
+    if (this.length === this.items.length) {
+      const bigger = new Float64Array(this.items.length * 2);
+      bigger.set(this.items);
+      this.items = bigger;
+    }
+    this.items[this.length++] = pfn;
   }
 }
 
