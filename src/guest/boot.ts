@@ -144,9 +144,12 @@ export function bootGuest(h: Host, domid: number, opts: BootOptions): { kernel: 
     ramPages: pages,
     mappedPages: m.directMap ? layout.end : 0,
     steps: 0,
+    directMapTablePages: 0,
   };
-  if (m.directMap) new DirectMapBuilder(k, layout, dm, boot, dmIndex).run(opts.method);
-  else boot.unusedPages = boot.reservedPages;
+  if (m.directMap) {
+    new DirectMapBuilder(k, layout, dm, boot, dmIndex).run(opts.method);
+    boot.directMapTablePages = dm.l1.size + dm.l2.size + dm.l3.size + 1;
+  } else boot.unusedPages = boot.reservedPages;
   k.hc.flush();
   return { kernel: k, boot };
 }
@@ -186,7 +189,7 @@ function buildInitialTables(h: Host, k: Kernel, layout: Layout, dm: DirectMapTab
         child = take(level - 1);
         put(t, i, ((child % 0x100000) * 4096 + TABLE_FLAGS) >>> 0, Math.floor(child / 0x100000));
         const key = Math.floor(va / 2 ** (12 + 9 * (level - 1)));
-        if (m.directMap) (level === 4 ? dm.l3 : level === 3 ? dm.l2 : dm.l1).set(key, child);
+        if (m.directMap && va < TEMP_WINDOW_BASE) (level === 4 ? dm.l3 : level === 3 ? dm.l2 : dm.l1).set(key, child);
       }
       t = child;
     }
@@ -400,4 +403,127 @@ class DirectMapBuilder {
     k.hc.flush();
     this.report.mappedPages += n;
   }
+}
+
+/**
+ * The same boot algorithm, counted instead of run: where `bootGuest` would put the direct
+ * map's tables for a Linux-style (pfn-indexed) direct map of `pages` pages, without a host.
+ * It follows `DirectMapBuilder` step for step (the tests check they agree), so sizes this
+ * machine cannot hold — a 1 TiB guest — can still be reported.
+ */
+export function planDirectMapBoot(pages: number, method: BootMethod): BootReport {
+  if (!Number.isInteger(pages) || pages < 8192) throw new GuestError(`a guest needs at least 32 MiB, got ${pages} pages`);
+  const image = kernelImagePages(pages);
+  const reserve = method === "linear" ? linearGuess(pages, Math.ceil(pages / 512)) : 0;
+  const W0 = DIRECT_MAP_BASE / 2 ** 21;
+  const vaOf = (pfn: number) => DIRECT_MAP_BASE + pfn * 4096;
+  let tables = 4;
+  for (;;) {
+    const need = tablesFor(image + BRK_PAGES + reserve + tables, vaOf);
+    if (need <= tables) break;
+    tables = need;
+  }
+  const end = image + BRK_PAGES + reserve + tables;
+  if (end > pages) throw new GuestError(`the initial mapping (${end} pages) does not fit in the guest`);
+  // Windows that already have a table (the builder's), by VA key.
+  const l1 = new Set<number>();
+  const l2 = new Set<number>();
+  const l3 = new Set<number>();
+  for (let p = 0; p < end; p += 1) {
+    const va = vaOf(p);
+    l1.add(Math.floor(va / 2 ** 21));
+    l2.add(Math.floor(va / 2 ** 30));
+    l3.add(Math.floor(va / 2 ** 39));
+  }
+  const report: BootReport = {
+    method,
+    reservedPages: method === "linear" ? reserve : BRK_PAGES,
+    usedPages: 0,
+    unusedPages: 0,
+    lowestTablePfn: -1,
+    highestTablePfn: -1,
+    ramPages: pages,
+    mappedPages: end,
+    steps: 0,
+    directMapTablePages: 0,
+  };
+  const used = new Uint8Array(pages);
+  let brkUsed = 0;
+  let reserveUsed = 0;
+  let minMapped = pages;
+  let cursor = pages - 1;
+  const alloc = (): number => {
+    let pfn: number;
+    if (method === "linear") {
+      if (reserveUsed >= reserve) {
+        throw new GuestError(`linear boot: the ${reserve} table pages reserved by the guess ran out (kernel panic)`);
+      }
+      pfn = image + BRK_PAGES + reserveUsed++;
+    } else if (brkUsed < BRK_PAGES) pfn = image + brkUsed++;
+    else {
+      while (cursor >= minMapped && used[cursor]) cursor--;
+      if (cursor < minMapped) throw new GuestError("top-down boot: no mapped memory left for page tables");
+      pfn = cursor--;
+      used[pfn] = 1;
+    }
+    report.usedPages++;
+    if (report.lowestTablePfn < 0 || pfn < report.lowestTablePfn) report.lowestTablePfn = pfn;
+    if (pfn > report.highestTablePfn) report.highestTablePfn = pfn;
+    return pfn;
+  };
+  const mapRange = (start: number, stop: number) => {
+    if (stop <= start) return;
+    const first = Math.floor(start / 512);
+    const last = Math.floor((stop - 1) / 512);
+    const pending = new Set<number>();
+    for (let i = 0; i <= last - first; i++) {
+      const w = W0 + (method === "top-down" ? last - i : first + i);
+      if (l1.has(w)) continue;
+      alloc();
+      const key2 = Math.floor(w / 512);
+      if (!l2.has(key2) && !pending.has(key2)) {
+        alloc();
+        pending.add(key2);
+      }
+      l1.add(w);
+    }
+    for (const key2 of pending) {
+      const key3 = Math.floor(key2 / 512);
+      if (!l3.has(key3)) {
+        alloc();
+        l3.add(key3);
+      }
+      l2.add(key2);
+    }
+    report.mappedPages += stop - start;
+  };
+  if (method === "linear") {
+    mapRange(end, pages);
+    report.steps = 1;
+    report.unusedPages = reserve - reserveUsed;
+  } else {
+    let realEnd = Math.floor(pages / 512) * 512;
+    if (realEnd <= end) realEnd = pages;
+    minMapped = realEnd;
+    cursor = realEnd - 1;
+    let step = 512;
+    let lastStart = realEnd;
+    let mapped = 0;
+    while (lastStart > end) {
+      const s = lastStart > step ? Math.max(Math.floor((lastStart - 1) / step) * step, end) : end;
+      mapRange(s, lastStart);
+      mapped += lastStart - s;
+      lastStart = s;
+      minMapped = s;
+      report.steps++;
+      if (mapped >= step) step *= 32;
+    }
+    if (realEnd < pages) {
+      mapRange(realEnd, pages);
+      report.steps++;
+    }
+    report.unusedPages = BRK_PAGES - brkUsed;
+  }
+  report.directMapTablePages = l1.size + l2.size + l3.size + 1;
+  return report;
 }

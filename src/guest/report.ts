@@ -35,6 +35,12 @@ export interface BootReport {
   mappedPages: number;
   /** Mapping steps taken (top-down: each growing range; linear: 1). */
   steps: number;
+  /**
+   * Page-table pages of the whole direct map at the end (all levels, the builder's
+   * start-of-day ones included, the L4 counted once): the figure the closed-form count of
+   * mapping RAM with 4 KiB pages predicts. 0 without a direct map.
+   */
+  directMapTablePages: number;
 }
 
 export interface BatchStats {

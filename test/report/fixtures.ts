@@ -58,6 +58,7 @@ export function fixtureReport(o: FixtureOptions = {}): RunReport {
       highestTablePfn: ramPages - 1,
       ramPages,
       mappedPages: ramPages,
+      directMapTablePages: t.total,
       steps: 5,
     },
     audit: { ok: true, problems: [] },

@@ -85,8 +85,8 @@ describe("renderCompareHtml", () => {
 });
 
 describe("formulaChecks", () => {
-  const boot = (strategy: StrategyName, usedPages: number, memoryBytes = GiB) =>
-    fixtureReport({ strategy, memoryBytes, boot: { usedPages } });
+  const boot = (strategy: StrategyName, directMapTablePages: number, memoryBytes = GiB) =>
+    fixtureReport({ strategy, memoryBytes, boot: { directMapTablePages } });
 
   it("checks boot runs of direct-pfn and direct-mfn only", () => {
     const checks = formulaChecks([
@@ -105,13 +105,13 @@ describe("formulaChecks", () => {
     expect(checks[1].formula).toEqual({ l1: 32768, l2: 64, l3: 1, l4: 1, total: 32834 });
   });
 
-  it("passes within 2 pages either way (the L3 and L4 a kernel may already have), fails beyond", () => {
-    expect(FORMULA_TOLERANCE_PAGES).toBe(2);
-    const verdicts = [512, 513, 514, 515, 516, 517, 518].map(
-      (n) => formulaChecks([boot("direct-pfn", n)])[0].pass,
-    );
-    expect(verdicts).toEqual([false, true, true, true, true, true, false]);
-    const html = renderCompareHtml([boot("direct-pfn", 515), boot("direct-mfn", 600)], {});
+  it("a pfn-indexed map must match exactly; a machine-frame map may only need more", () => {
+    expect(FORMULA_TOLERANCE_PAGES).toBe(0);
+    const pfn = [514, 515, 516].map((n) => formulaChecks([boot("direct-pfn", n)])[0].pass);
+    expect(pfn).toEqual([false, true, false]);
+    const mfn = [514, 515, 600].map((n) => formulaChecks([boot("direct-mfn", n)])[0].pass);
+    expect(mfn).toEqual([false, true, true]);
+    const html = renderCompareHtml([boot("direct-pfn", 515), boot("direct-mfn", 500)], {});
     expect(html).toContain("1 of 2 pass.");
     expect(html).toMatch(/<tr class="fail"><td>direct-mfn<\/td>.*<td>FAIL<\/td><\/tr>/);
     expect(html).toMatch(/<tr class="pass"><td>direct-pfn<\/td>.*<td>pass<\/td><\/tr>/);
