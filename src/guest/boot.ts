@@ -189,7 +189,8 @@ function buildInitialTables(h: Host, k: Kernel, layout: Layout, dm: DirectMapTab
         child = take(level - 1);
         put(t, i, ((child % 0x100000) * 4096 + TABLE_FLAGS) >>> 0, Math.floor(child / 0x100000));
         const key = Math.floor(va / 2 ** (12 + 9 * (level - 1)));
-        if (m.directMap && va < TEMP_WINDOW_BASE) (level === 4 ? dm.l3 : level === 3 ? dm.l2 : dm.l1).set(key, child);
+        if (m.directMap && va < TEMP_WINDOW_BASE)
+          (level === 4 ? dm.l3 : level === 3 ? dm.l2 : dm.l1).set(key, child);
       }
       t = child;
     }
@@ -412,7 +413,8 @@ class DirectMapBuilder {
  * machine cannot hold — a 1 TiB guest — can still be reported.
  */
 export function planDirectMapBoot(pages: number, method: BootMethod): BootReport {
-  if (!Number.isInteger(pages) || pages < 8192) throw new GuestError(`a guest needs at least 32 MiB, got ${pages} pages`);
+  if (!Number.isInteger(pages) || pages < 8192)
+    throw new GuestError(`a guest needs at least 32 MiB, got ${pages} pages`);
   const image = kernelImagePages(pages);
   const reserve = method === "linear" ? linearGuess(pages, Math.ceil(pages / 512)) : 0;
   const W0 = DIRECT_MAP_BASE / 2 ** 21;
@@ -456,7 +458,9 @@ export function planDirectMapBoot(pages: number, method: BootMethod): BootReport
     let pfn: number;
     if (method === "linear") {
       if (reserveUsed >= reserve) {
-        throw new GuestError(`linear boot: the ${reserve} table pages reserved by the guess ran out (kernel panic)`);
+        throw new GuestError(
+          `linear boot: the ${reserve} table pages reserved by the guess ran out (kernel panic)`,
+        );
       }
       pfn = image + BRK_PAGES + reserveUsed++;
     } else if (brkUsed < BRK_PAGES) pfn = image + brkUsed++;

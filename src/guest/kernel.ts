@@ -360,7 +360,8 @@ export class Kernel {
     this.setEntry(as, parent, index, lo, hi);
     if (level === 3 && parent === as.l4 && as.userL4 !== 0) this.setEntry(as, as.userL4, index, lo, hi);
     this.mapper.linked(this, parent, index, child, level);
-    if (this.mapper.readsThroughTables) this.hc.flush();
+    // A kernel that goes on walking reads the parent it just changed: issue the update now.
+    if (this.validated(as)) this.hc.flush();
   }
 
   // Result of the last walk: the L1 (mfn, VA for reading) covering the address.

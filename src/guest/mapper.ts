@@ -31,8 +31,6 @@ export interface PageTableMapper {
   vaSlots(k: Kernel): number;
   /** Whether the kernel has a direct map of RAM (built at boot) under this strategy. */
   readonly directMap: boolean;
-  /** Must queued updates be issued before the kernel reads tables it just linked? */
-  readonly readsThroughTables: boolean;
 
   /** Boot-time setup once the kernel's own (pinned) address space exists. */
   setup(k: Kernel): void;

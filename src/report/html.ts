@@ -70,7 +70,8 @@ export function formulaChecks(reports: readonly RunReport[]): FormulaCheck[] {
     .map((r) => {
       const formula = tablePagesToMap(r.memoryBytes, "4k");
       const difference = r.boot.directMapTablePages - directMapTablePages(r.memoryBytes);
-      const pass = r.strategy === "direct-mfn" ? difference >= 0 : Math.abs(difference) <= FORMULA_TOLERANCE_PAGES;
+      const pass =
+        r.strategy === "direct-mfn" ? difference >= 0 : Math.abs(difference) <= FORMULA_TOLERANCE_PAGES;
       return {
         strategy: r.strategy,
         pinning: r.pinning,

@@ -18,7 +18,6 @@ import type { PageTableMapper } from "../mapper.js";
 
 export class DirectMapper implements PageTableMapper {
   readonly directMap = true;
-  readonly readsThroughTables = false;
 
   constructor(readonly name: "direct-mfn" | "direct-pfn") {}
 

@@ -26,7 +26,6 @@ import { TempSlots } from "./temp.js";
 
 export class RecursiveMapper implements PageTableMapper {
   readonly directMap = false;
-  readonly readsThroughTables = true;
   private readonly temp = new TempSlots();
   /** netbsd: the address space the alternate slot shows. */
   private shown: AddressSpace | undefined;

@@ -27,7 +27,6 @@ const MAX_SLOTS = SLOTS_PER_L1 * 512;
 export class ShadowMapper implements PageTableMapper {
   readonly name = "shadow" as const;
   readonly directMap = false;
-  readonly readsThroughTables = false;
   private readonly temp = new TempSlots();
   /** Window slot of each table frame (by mfn). */
   private readonly slotOf = new Map<number, number>();
