@@ -26,7 +26,10 @@
  * link it, as Linux's `phys_pte_init`/`phys_pmd_init` and the Xen hooks do.
  */
 
-import { LO_P } from "../x86/pte.js";
+import { HI_NX, LO_A, LO_D, LO_P, LO_RW } from "../x86/pte.js";
+
+const PTE_RO_FLAGS = LO_P | LO_A | LO_D;
+const PTE_RW_FLAGS = PTE_RO_FLAGS | LO_RW;
 import { MMUEXT } from "../xen/abi.js";
 import type { Host } from "../xen/host.js";
 import { AddressSpace, GuestError, Kernel, type KernelOptions, TABLE_FLAGS } from "./kernel.js";
@@ -147,7 +150,7 @@ export function bootGuest(h: Host, domid: number, opts: BootOptions): { kernel: 
     directMapTablePages: 0,
   };
   if (m.directMap) {
-    new DirectMapBuilder(k, layout, dm, boot, dmIndex).run(opts.method);
+    new DirectMapBuilder(k, layout, dm, boot).run(opts.method);
     boot.directMapTablePages = dm.l1.size + dm.l2.size + dm.l3.size + 1;
   } else boot.unusedPages = boot.reservedPages;
   k.hc.flush();
@@ -234,7 +237,6 @@ class DirectMapBuilder {
     private readonly layout: Layout,
     private readonly dm: DirectMapTables,
     private readonly report: BootReport,
-    private readonly dmIndex: (pfn: number) => number,
   ) {
     this.minMapped = k.pages;
     this.cursor = k.pages - 1;
@@ -339,32 +341,46 @@ class DirectMapBuilder {
     const k = this.k;
     const n = end - start;
     if (n <= 0) return;
-    // Direct-map indices of the range, in order (pfns, or the mfns behind them).
-    const idx = new Float64Array(n);
-    for (let i = 0; i < n; i++) idx[i] = this.dmIndex(start + i);
-    if (k.mapper.name === "direct-mfn") idx.sort();
-    const pfnAt = (x: number) => (k.mapper.name === "direct-mfn" ? k.pfnOf(x) : x);
+    // Direct-map indices of the range, in order: the pfns themselves, or the mfns behind them.
+    const byMfn = k.mapper.name === "direct-mfn";
+    let idx: Float64Array | undefined;
+    if (byMfn) {
+      idx = new Float64Array(n);
+      for (let i = 0; i < n; i++) idx[i] = k.p2m[start + i];
+      idx.sort();
+    }
+    const at = (i: number) => (idx ? idx[i] : start + i);
+    const m2pLo = k.h.frames.m2pLo;
+    const pfnAt = (x: number) => (byMfn ? m2pLo[x] : x);
+    if (byMfn) k.m2pLookups += n;
     // Runs of indices sharing an L1 window, highest first (top-down) or lowest first (linear).
-    const runs: [number, number][] = [];
+    const runs: number[] = [];
     for (let i = 0; i < n; ) {
       let j = i + 1;
-      const w = Math.floor(idx[i] / 512);
-      while (j < n && Math.floor(idx[j] / 512) === w) j++;
-      runs.push([i, j]);
+      if (idx) {
+        const w = Math.floor(idx[i] / 512);
+        while (j < n && Math.floor(idx[j] / 512) === w) j++;
+      } else j = Math.min(n, (Math.floor((start + i) / 512) + 1) * 512 - start);
+      runs.push(i, j);
       i = j;
     }
-    if (this.method === "top-down") runs.reverse();
+    const p2m = k.p2m;
+    const level = k.tableLevel;
     const page = this.page;
-    for (const [i, j] of runs) {
+    const top = this.method === "top-down";
+    for (let r = 0; r < runs.length; r += 2) {
+      const q = top ? runs.length - 2 - r : r;
+      const i = runs[q];
+      const j = runs[q + 1];
       // The L1 window by VA (a 2 MiB unit of the direct map), as the builder's tables are keyed.
-      const w = DIRECT_MAP_BASE / 2 ** 21 + Math.floor(idx[i] / 512);
+      const w = DIRECT_MAP_BASE / 2 ** 21 + Math.floor(at(i) / 512);
       const existing = this.dm.l1.get(w);
       if (existing !== undefined) {
         // A window partly mapped already (by the builder): its L1 is validated.
         for (let x = i; x < j; x++) {
-          const pfn = pfnAt(idx[x]);
-          const [lo, hi] = Kernel.kernelPte(k.p2m[pfn], k.tableLevel[pfn] === 0);
-          k.hc.queuePte(existing * 4096 + (idx[x] % 512) * 8, lo, hi);
+          const pfn = pfnAt(at(x));
+          const [lo, hi] = Kernel.kernelPte(p2m[pfn], level[pfn] === 0);
+          k.hc.queuePte(existing * 4096 + (at(x) % 512) * 8, lo, hi);
         }
         continue;
       }
@@ -372,11 +388,13 @@ class DirectMapBuilder {
       const [pfn, mfn] = this.newTable(1);
       page.fill(0);
       for (let x = i; x < j; x++) {
-        const p = pfnAt(idx[x]);
-        const [lo, hi] = Kernel.kernelPte(k.p2m[p], k.tableLevel[p] === 0);
-        const s = (idx[x] % 512) * 2;
-        page[s] = lo;
-        page[s + 1] = hi;
+        const d = at(x);
+        const p = pfnAt(d);
+        const frame = p2m[p];
+        // kernelPte inline: present, accessed, dirty, NX; writable unless the page is a table.
+        const s = (d % 512) * 2;
+        page[s] = ((frame % 0x100000) * 4096 + (level[p] === 0 ? PTE_RW_FLAGS : PTE_RO_FLAGS)) >>> 0;
+        page[s + 1] = (Math.floor(frame / 0x100000) | HI_NX) >>> 0;
       }
       k.writePage(k.mapper.kva(k, mfn, pfn, 0), page);
       // …xen_alloc_pte_init: read-only and pinned before it is linked.

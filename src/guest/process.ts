@@ -230,12 +230,12 @@ export class Process {
 
   // ---------------------------------------------------------------- faults and access
 
-  /** The page-fault handler: demand-zero and copy-on-write. False: SIGSEGV. */
-  handleFault(va: number, write: boolean): boolean {
+  /** The page-fault handler: demand-zero and copy-on-write. Returns what it did, or undefined: SIGSEGV. */
+  handleFault(va: number, write: boolean): string | undefined {
     const k = this.k;
     const page = Math.floor(va / PAGE) * PAGE;
     const vma = this.vmaAt(page);
-    if (!vma || (write && !vma.write)) return false;
+    if (!vma || (write && !vma.write)) return undefined;
     k.walkToL1(this.as, page, true);
     const l1 = k.wMfn;
     const i = indexAt(page, 1);
@@ -246,20 +246,17 @@ export class Process {
       k.mapcount[pfn] = 1;
       const [nlo, nhi] = Kernel.userPte(k.mfnOf(pfn), vma.write, vma.exec);
       k.setEntry(this.as, l1, i, nlo, nhi);
-      countOp(k, "fault:zero");
-      return true;
+      return "fault:zero";
     }
     if (!write || lo & LO_RW) {
       // Spurious (a stale TLB entry): the entry already allows it.
-      countOp(k, "fault:spurious");
-      return true;
+      return "fault:spurious";
     }
     const old = k.pfnOf((k.hi & 0xfffff) * 0x100000 + (lo >>> 12));
     if (k.mapcount[old] === 1) {
       // do_wp_page reuse: the last mapping just becomes writable again.
       k.setEntry(this.as, l1, i, (lo | LO_RW) >>> 0, k.hi, MMU_PT_UPDATE_PRESERVE_AD);
-      countOp(k, "fault:reuse");
-      return true;
+      return "fault:reuse";
     }
     const pfn = k.allocPfn();
     const mfn = k.mfnOf(pfn);
@@ -269,15 +266,23 @@ export class Process {
     k.setEntry(this.as, l1, i, nlo, nhi);
     k.hc.mmuext([{ cmd: MMUEXT.MMUEXT_INVLPG_LOCAL, arg1: vaArg(page) }]);
     k.unmapUserPage(old);
-    countOp(k, "fault:cow");
-    return true;
+    return "fault:cow";
   }
 
   /** A user-mode load or store by this (running) process; faults are handled as the kernel would. */
   touch(va: number, write: boolean, value = 0): number {
     const k = this.k;
     if (k.current !== this.as) throw new GuestError(`process ${this.pid} is not running`);
-    return k.userAccess(va, write, value, (fva, code) => this.handleFault(fva, (code & 2) !== 0));
+    return k.userAccess(va, write, value, (fva, code) => {
+      const t0 = performance.now();
+      const kind = this.handleFault(fva, (code & 2) !== 0);
+      if (kind === undefined) return false;
+      const s = k.ops[kind] ?? { count: 0, ms: 0 };
+      s.count++;
+      s.ms += performance.now() - t0;
+      k.ops[kind] = s;
+      return true;
+    });
   }
 
   /** Touch every page of [start, start + len). */
@@ -395,8 +400,3 @@ function vaArg(va: number): bigint {
   return BigInt(va);
 }
 
-function countOp(k: Kernel, name: string): void {
-  const s = k.ops[name] ?? { count: 0, ms: 0 };
-  s.count++;
-  k.ops[name] = s;
-}
