@@ -68,44 +68,54 @@ export interface KernelOptions {
   vcpu?: number;
 }
 
-/** The pfns the kernel hands out, most recently freed first; boot can take specific ones. */
+/**
+ * The pfns the kernel hands out: the most recently freed first, then never-used ones in
+ * ascending order; boot can take specific ones. Nothing is filled up front, so a 64 GiB
+ * guest's allocator costs only what it touches.
+ */
 class PfnAllocator {
-  private readonly stack: Int32Array;
+  private freed = new Int32Array(1024);
   private top = 0;
+  private next = 0;
   /** 1 while a pfn is in use. */
   readonly used: Uint8Array;
   inUse = 0;
 
   constructor(readonly pages: number) {
-    this.stack = new Int32Array(pages);
     this.used = new Uint8Array(pages);
-    for (let p = pages - 1; p >= 0; p--) this.stack[this.top++] = p;
   }
 
   alloc(): number {
     while (this.top > 0) {
-      const p = this.stack[--this.top];
-      if (!this.used[p]) {
-        this.used[p] = 1;
-        this.inUse++;
-        return p;
-      }
+      const p = this.freed[--this.top];
+      if (!this.used[p]) return this.mark(p);
     }
-    return -1;
+    while (this.next < this.pages && this.used[this.next]) this.next++;
+    return this.next < this.pages ? this.mark(this.next++) : -1;
+  }
+
+  private mark(p: number): number {
+    this.used[p] = 1;
+    this.inUse++;
+    return p;
   }
 
   /** Mark a specific pfn used (boot-time placement). */
   take(pfn: number): void {
     if (this.used[pfn]) throw new GuestError(`pfn ${pfn} is already in use`);
-    this.used[pfn] = 1;
-    this.inUse++;
+    this.mark(pfn);
   }
 
   free(pfn: number): void {
     if (!this.used[pfn]) throw new GuestError(`double free of pfn ${pfn}`);
     this.used[pfn] = 0;
     this.inUse--;
-    this.stack[this.top++] = pfn;
+    if (this.top === this.freed.length) {
+      const bigger = new Int32Array(this.freed.length * 2);
+      bigger.set(this.freed);
+      this.freed = bigger;
+    }
+    this.freed[this.top++] = pfn;
   }
 }
 
@@ -117,8 +127,8 @@ export class Kernel {
   readonly pinning: PinningPolicy;
   readonly hc: Hypercalls;
   readonly pages: number;
-  /** pfn → mfn (the guest's own list; a Float64Array copy of what it was handed). */
-  readonly p2m: Float64Array;
+  /** pfn → mfn: the guest's own list, handed over at creation (the domain's `p2m`). */
+  readonly p2m: ArrayLike<number>;
   readonly alloc: PfnAllocator;
   /** Page-table level (1–4) of each pfn that is a table, else 0. */
   readonly tableLevel: Uint8Array;
@@ -154,7 +164,7 @@ export class Kernel {
     this.hc = new Hypercalls(h, domid, opts.mmuBatch ?? 32, opts.mcBatch ?? 32, opts.vcpu ?? 0);
     this.pages = d.p2m.length;
     if (this.pages >= 2 ** 32) throw new GuestError("a guest of 16 TiB or more is not modelled");
-    this.p2m = Float64Array.from(d.p2m);
+    this.p2m = d.p2m;
     this.alloc = new PfnAllocator(this.pages);
     this.tableLevel = new Uint8Array(this.pages);
     this.mapcount = new Uint16Array(this.pages);

@@ -50,6 +50,9 @@ if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {
 
 type Chunk = (Uint32Array | undefined)[];
 
+/** Frames per storage slab (256 KiB). */
+const SLAB_FRAMES = 64;
+
 export class PhysicalMemory {
   readonly sizeBytes: number;
   readonly maxPhysAddrBits: number;
@@ -141,12 +144,33 @@ export class PhysicalMemory {
     }
     let f = this.frame(pfn);
     if (f === ZERO_FRAME) {
-      f = new Uint32Array(WORDS_PER_FRAME);
+      f = this.newFrame();
       this.chunkFor(pfn)[pfn & CHUNK_MASK] = f;
       this.allocated++;
     }
     return f;
   }
+
+  /**
+   * Storage for one frame: a zeroed frame given back by `zeroFrame`, or the next 4 KiB of a
+   * slab. Frames come from 256 KiB slabs rather than one buffer each: a buffer per frame makes
+   * the JavaScript engine account (and collect garbage) for every 4 KiB separately, which cost
+   * a third of a 64 GiB guest's boot.
+   */
+  private newFrame(): Uint32Array {
+    const reused = this.spare.pop();
+    if (reused !== undefined) return reused;
+    if (this.slabUsed === SLAB_FRAMES) {
+      this.slab = new ArrayBuffer(SLAB_FRAMES * PAGE_SIZE);
+      this.slabUsed = 0;
+    }
+    return new Uint32Array(this.slab, this.slabUsed++ * PAGE_SIZE, WORDS_PER_FRAME);
+  }
+
+  private slab = new ArrayBuffer(0);
+  private slabUsed = SLAB_FRAMES;
+  /** Zeroed frames to reuse. */
+  private readonly spare: Uint32Array[] = [];
 
   /** Is physical address `paddr` backed by RAM? */
   isBacked(paddr: number): boolean {
@@ -160,6 +184,8 @@ export class PhysicalMemory {
     if (f !== undefined && f !== ZERO_FRAME) {
       chunk![pfn & CHUNK_MASK] = this.source === undefined ? undefined : ZERO_FRAME;
       this.allocated--;
+      f.fill(0);
+      this.spare.push(f);
     }
   }
 
