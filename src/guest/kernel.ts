@@ -164,6 +164,8 @@ export class Kernel {
     this.hc = new Hypercalls(h, domid, opts.mmuBatch ?? 32, opts.mcBatch ?? 32, opts.vcpu ?? 0);
     this.pages = d.p2m.length;
     if (this.pages >= 2 ** 32) throw new GuestError("a guest of 16 TiB or more is not modelled");
+    // Frame numbers fit 31 bits in the kernel's hot loops: hosts up to 8 TiB.
+    if (h.frames.frames > 2 ** 31) throw new GuestError("guest kernels need a host of at most 8 TiB");
     this.p2m = d.p2m;
     this.alloc = new PfnAllocator(this.pages);
     this.tableLevel = new Uint8Array(this.pages);
@@ -510,11 +512,11 @@ export class Kernel {
   }
 
   /**
-   * Tear `as` down (exit_mmap), given the user pages its leaf entries map (collected by the
-   * caller's walk while the tables were still readable): off every vCPU, unpin early (Linux) or unpin table by table
+   * Tear `as` down (exit_mmap), once the caller has released the user pages its leaf entries
+   * map (while the tables were still readable): off every vCPU, unpin early (Linux) or unpin table by table
    * (eager), make the frames writable again and free them. User pages lose a mapping each.
    */
-  destroyAs(as: AddressSpace, userPfns: { items: Float64Array; length: number }): void {
+  destroyAs(as: AddressSpace): void {
     if (this.current === as) this.activate(this.kernelAs);
     this.mapper.release(this, as);
     const m = this.mapper;
@@ -533,13 +535,6 @@ export class Kernel {
     }
     this.hc.flush();
     as.validated = false;
-    const { items, length } = userPfns;
-    const mapcount = this.mapcount;
-    for (let i = 0; i < length; i++) {
-      const pfn = items[i];
-      if (mapcount[pfn] === 0) throw new GuestError(`unmapping pfn ${pfn} with no mappings`);
-      if (--mapcount[pfn] === 0) this.freePfn(pfn);
-    }
     for (const [mfn, level] of all) this.freeTable(mfn, level);
     as.tables.clear();
   }

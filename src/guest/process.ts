@@ -106,25 +106,27 @@ export class Process {
     }
   }
 
-  /** Append the pfns of the user pages mapped in [start, end) to `out` (one per mapping). */
-  private mappedPfns(start: number, end: number, out: PfnList): void {
+  /**
+   * Drop this space's mapping of every user page in [start, end) (`zap_pte_range`): each page
+   * loses a mapping and is freed with its last. The entries stay: the tables are torn down next.
+   */
+  private releasePages(start: number, end: number): void {
     const k = this.k;
     const m2pLo = k.h.frames.m2pLo;
-    const m2pHi = k.h.frames.m2pHi;
+    const mapcount = k.mapcount;
     for (let w = Math.floor(start / WINDOW) * WINDOW; w < end; w += WINDOW) {
       if (!k.walkToL1(this.as, w, false)) continue;
       const t = k.readPage(k.wVa);
       const i0 = (Math.max(start, w) - w) / PAGE;
       const i1 = (Math.min(end, w + WINDOW) - w) / PAGE;
-      let n = 0;
       for (let i = i0; i < i1; i++) {
         const lo = t[i * 2];
         if ((lo & LO_P) === 0) continue;
-        const mfn = (t[i * 2 + 1] & 0xfffff) * 0x100000 + (lo >>> 12);
-        out.push(m2pHi[mfn] * 2 ** 32 + m2pLo[mfn]);
-        n++;
+        const pfn = m2pLo[((t[i * 2 + 1] & 0x7ff) << 20) | (lo >>> 12)];
+        if (mapcount[pfn] === 0) throw new GuestError(`unmapping pfn ${pfn} with no mappings`);
+        if (--mapcount[pfn] === 0) k.freePfn(pfn);
       }
-      k.m2pLookups += n;
+      k.m2pLookups += i1 - i0;
     }
   }
 
@@ -325,8 +327,7 @@ export class Process {
               k.setEntry(this.as, pl1, i, lo, hi);
               protectedAny = true;
             }
-            const mfn = (hi & 0xfffff) * 0x100000 + (lo >>> 12);
-            mapcount[m2pLo[mfn]]++; // guest pfns are below 2^32 (the kernel checks at boot)
+            mapcount[m2pLo[((hi & 0x7ff) << 20) | (lo >>> 12)]]++; // mfns < 2^31, pfns < 2^32 (checked at boot)
             page[i * 2] = (lo & ~LO_A) >>> 0; // pte_mkold
             page[i * 2 + 1] = hi;
             any = true;
@@ -349,7 +350,7 @@ export class Process {
     const k = this.k;
     k.op("exec", () => {
       const old = this.as;
-      const oldPfns = this.userPfns();
+      const oldVmas = this.vmas;
       this.as = k.createAs(true);
       this.vmas = [];
       this.populate(USER_TEXT, textPages, false, true);
@@ -357,42 +358,25 @@ export class Process {
       this.populate(USER_TOP - stackPages * PAGE, stackPages, true, false);
       k.hc.flush();
       if (k.current === old) k.activate(this.as);
-      k.destroyAs(old, oldPfns);
+      const mine = this.as;
+      this.as = old;
+      for (const v of oldVmas) this.releasePages(v.start, v.end);
+      this.as = mine;
+      k.mapper.closeAll(k);
+      k.destroyAs(old);
     });
-  }
-
-  /** Every user page mapping of this process (for teardown). */
-  userPfns(): PfnList {
-    const out = new PfnList();
-    for (const v of this.vmas) this.mappedPfns(v.start, v.end, out);
-    this.k.mapper.closeAll(this.k);
-    return out;
   }
 
   exit(): void {
     const k = this.k;
     if (this.exited) throw new GuestError(`process ${this.pid} has already exited`);
     k.op("exit", () => {
-      const pfns = this.userPfns();
-      k.destroyAs(this.as, pfns);
+      for (const v of this.vmas) this.releasePages(v.start, v.end);
+      k.mapper.closeAll(k);
+      k.destroyAs(this.as);
       this.vmas = [];
       this.exited = true;
     });
-  }
-}
-
-/** A growable list of pfns. */
-export class PfnList {
-  items = new Float64Array(256);
-  length = 0;
-
-  push(pfn: number): void {
-    if (this.length === this.items.length) {
-      const bigger = new Float64Array(this.items.length * 2);
-      bigger.set(this.items);
-      this.items = bigger;
-    }
-    this.items[this.length++] = pfn;
   }
 }
 
