@@ -350,9 +350,18 @@ export class Kernel {
     return mfn;
   }
 
-  /** Is table `mfn` of `as` validated by Xen (so only mmu_update may change it)? */
+  /** Are `as`'s tables validated by Xen (so only mmu_update may change them)? */
+  isValidated(as: AddressSpace): boolean {
+    return as.validated || this.pinning === "eager";
+  }
+
   private validated(as: AddressSpace): boolean {
     return as.validated || this.pinning === "eager";
+  }
+
+  /** The frame mapped writable at kernel VA `va`, for a run of plain stores into it. */
+  writableFrame(va: number): Uint32Array {
+    return this.h.mem.frameForWrite(Math.floor(this.kpa(va, true) / 4096));
   }
 
   /** Write entry `index` of table `mfn` (of `as`): mmu_update if validated, else a plain store. */

@@ -309,31 +309,43 @@ export class Process {
       const page = new Uint32Array(1024);
       const m2pLo = k.h.frames.m2pLo;
       const mapcount = k.mapcount;
+      // An unvalidated child (Linux's policy: pinned when first run) is filled with plain
+      // stores in the same pass; a validated one gets its entries by mmu_update.
+      const direct = !k.isValidated(child.as);
       for (const v of this.vmas) {
+        const cow = v.write;
         for (let w = Math.floor(v.start / WINDOW) * WINDOW; w < v.end; w += WINDOW) {
           if (!k.walkToL1(this.as, w, false)) continue;
           const pl1 = k.wMfn;
           const src = k.readPage(k.wVa);
           const i0 = (Math.max(v.start, w) - w) / PAGE;
           const i1 = (Math.min(v.end, w + WINDOW) - w) / PAGE;
-          page.fill(0);
-          let any = false;
+          let dst: Uint32Array = page;
+          if (direct) {
+            k.walkToL1(child.as, w, true);
+            dst = k.writableFrame(k.wVa);
+          } else page.fill(0);
+          let n = 0;
           for (let i = i0; i < i1; i++) {
             let lo = src[i * 2];
-            const hi = src[i * 2 + 1];
             if ((lo & LO_P) === 0) continue;
-            if (lo & LO_RW && v.write) {
+            const hi = src[i * 2 + 1];
+            if (cow && lo & LO_RW) {
               lo = (lo & ~LO_RW) >>> 0;
               k.setEntry(this.as, pl1, i, lo, hi);
               protectedAny = true;
             }
             mapcount[m2pLo[((hi & 0x7ff) << 20) | (lo >>> 12)]]++; // mfns < 2^31, pfns < 2^32 (checked at boot)
-            page[i * 2] = (lo & ~LO_A) >>> 0; // pte_mkold
-            page[i * 2 + 1] = hi;
-            any = true;
+            dst[i * 2] = (lo & ~LO_A) >>> 0; // pte_mkold
+            dst[i * 2 + 1] = hi;
+            n++;
           }
-          k.m2pLookups += i1 - i0;
-          if (!any) continue;
+          k.m2pLookups += n;
+          if (direct) {
+            k.directWrites += n;
+            continue;
+          }
+          if (n === 0) continue;
           k.walkToL1(child.as, w, true);
           k.copyEntries(child.as, k.wMfn, k.wVa, page, i0, i1);
           k.mapper.close(k, child.as);
