@@ -9,7 +9,9 @@ import { join } from "node:path";
 import { MemoryImage } from "../dump/image.js";
 import { synthLinuxImage, writeRawImage } from "../dump/synth.js";
 import { describeErrorCode, formatWalk, infoMem, infoTlb, walkView } from "../dump/views.js";
+import { planDirectMapBoot } from "../guest/boot.js";
 import { GuestKernel, Process } from "../guest/grant-teardown.js";
+import { runWorkload } from "../guest/run.js";
 import { hex64 } from "../x86/address.js";
 import { BumpAllocator, PageTableBuilder } from "../x86/builder.js";
 import { Cpu, CR4_SMAP, CR4_SMEP } from "../x86/cpu.js";
@@ -235,6 +237,48 @@ export function runTour(out: (s: string) => void, json: boolean): void {
     );
   }
 
+  s = section(
+    "Guest kernels: a Linux-style and a NetBSD-style guest run the same workload (seeds 001, 002, 004)",
+  );
+  const kinds = [
+    { name: "Linux-style ", strategy: "direct-pfn", pinning: "linux" },
+    { name: "NetBSD-style", strategy: "netbsd", pinning: "eager" },
+  ] as const;
+  for (const g of kinds) {
+    const r = runWorkload({
+      strategy: g.strategy,
+      pinning: g.pinning,
+      workload: "fork-exec-exit",
+      memoryBytes: 256 * MiB,
+      seed: 1,
+      iterations: 3,
+      mapped: 4 * MiB,
+    });
+    const calls = Object.values(r.hypercalls).reduce((a, b) => a + b, 0);
+    const pte = r.pteUpdates;
+    s.push(
+      `${g.name} (${g.strategy}, ${g.pinning} pinning): ${r.tablePages.total} table pages ` +
+        `(${(r.tablePages.share * 100).toFixed(3)}% of 256 MiB), ${r.vaSlots} L4 slot(s) of kernel VA`,
+      `    boot: ${r.boot.usedPages} tables built from a ${r.boot.reservedPages}-page seed; ` +
+        `3 x fork+exec+exit of a 4 MiB process: ${calls} hypercalls ` +
+        `(${Object.entries(r.hypercalls)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", ")}),`,
+      `    PTE writes: ${pte.mmu_update} by mmu_update, ${pte.update_va_mapping} by update_va_mapping, ` +
+        `${pte.direct} plain; Xen validated ${r.validatedEntries} entries; ` +
+        `TLB flushes ${r.tlbFlushes.full} full + ${r.tlbFlushes.single} single; auditor ${r.audit.ok ? "clean" : "NOT clean"}`,
+    );
+  }
+  for (const method of ["top-down", "linear"] as const) {
+    const plan = planDirectMapBoot(2 ** 28, method);
+    s.push(
+      `1 TiB guest, ${method.padEnd(8)} boot: ${plan.reservedPages} pages reserved up front, ` +
+        `${plan.usedPages} tables built, in pfns 0x${plan.lowestTablePfn.toString(16)}–0x${plan.highestTablePfn.toString(16)}` +
+        ` (${plan.steps} step${plan.steps === 1 ? "" : "s"})`,
+    );
+  }
+  s.push("(`pvmmu run` and `pvmmu compare` run these and more: every strategy, workload and size.)");
+
   if (json) {
     out(`${JSON.stringify({ sections }, null, 1)}\n`);
     return;
@@ -244,5 +288,8 @@ export function runTour(out: (s: string) => void, json: boolean): void {
     out(`\n== ${sec.title}\n`);
     for (const l of sec.lines) out(`${l}\n`);
   }
-  out("\nNext: `pvmmu dump --help` to inspect your own memory dumps; `pvmmu replay --help` for scenarios.\n");
+  out(
+    "\nNext: `pvmmu dump --help` to inspect your own memory dumps; `pvmmu replay --help` for scenarios;\n" +
+      "`pvmmu run --help` and `pvmmu compare --help` to measure the guest strategies.\n",
+  );
 }

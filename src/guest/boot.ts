@@ -30,6 +30,7 @@ import { HI_NX, LO_A, LO_D, LO_P, LO_RW } from "../x86/pte.js";
 
 const PTE_RO_FLAGS = LO_P | LO_A | LO_D;
 const PTE_RW_FLAGS = PTE_RO_FLAGS | LO_RW;
+
 import { MMUEXT } from "../xen/abi.js";
 import type { Host } from "../xen/host.js";
 import { AddressSpace, GuestError, Kernel, type KernelOptions, TABLE_FLAGS } from "./kernel.js";

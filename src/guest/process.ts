@@ -395,4 +395,3 @@ export class Process {
 function vaArg(va: number): bigint {
   return BigInt(va);
 }
-
