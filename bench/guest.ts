@@ -21,7 +21,11 @@ export function boot64gMs(): { ms: number; tables: number } {
     const h = new Host({ memoryMiB: 64 * 1024 + 2048 + 96 });
     h.createDomain({ domid: 1, pages: 64 * 2 ** 18 });
     const t0 = performance.now();
-    const { boot } = bootGuest(h, 1, { mapper: makeMapper("direct-pfn"), pinning: "linux", method: "top-down" });
+    const { boot } = bootGuest(h, 1, {
+      mapper: makeMapper("direct-pfn"),
+      pinning: "linux",
+      method: "top-down",
+    });
     best = Math.min(best, performance.now() - t0);
     tables = boot.directMapTablePages;
   }
