@@ -202,7 +202,7 @@ export function registerCompare(
         const checks = formulaChecks(reports);
         if (checks.length > 0) {
           out(
-            `\nformula check (4 KiB direct map of RAM, boot tables within ±${checks[0].tolerance} pages):\n`,
+            "\nformula check (the direct map's tables against the closed form for 4 KiB pages: direct-pfn exact, direct-mfn at least):\n",
           );
           for (const c of checks) {
             out(
