@@ -138,7 +138,11 @@ export class Process {
       const size = Math.ceil(len / PAGE) * PAGE;
       if (size <= 0) throw new GuestError("EINVAL: mmap of zero length");
       const start = at ?? this.gap(size, MMAP_BASE);
-      if (at !== undefined) this.unmapRange(start, start + size);
+      if (at !== undefined) {
+        // MAP_FIXED: whatever was there goes first.
+        this.unmapRange(start, start + size);
+        this.carve(start, start + size);
+      }
       this.vmas.push({ start, end: start + size, write, exec });
       return start;
     });
