@@ -251,7 +251,24 @@ function devalidatePage(h: Host, mfn: number, type: number): void {
   const t = h.mem.frame(mfn);
   if (type === PGT_l1_page_table) {
     const d = ownerDomain(h, mfn);
-    for (let i = 511; i >= 0; i--) putPageFromL1e(h, t[i * 2], t[i * 2 + 1], d);
+    // put_page_from_l1e for every entry, inlined for the common case: a read-only entry of a
+    // frame that keeps other references (the full path for the rest).
+    const f = h.frames;
+    const count = f.count;
+    const owner = f.owner;
+    const io = DOMID_IO + 1;
+    const plain = !h.debugBuild;
+    for (let i = 511; i >= 0; i--) {
+      const lo = t[i * 2];
+      if ((lo & LO_P) === 0) continue;
+      const hi = t[i * 2 + 1];
+      const target = entryMfn(lo, hi);
+      if (plain && (lo & LO_RW) === 0 && target < f.frames && owner[target] !== io && count[target] > 1) {
+        count[target]--;
+        continue;
+      }
+      putPageFromL1e(h, lo, hi, d);
+    }
     return;
   }
   for (let i = 511; i >= 0; i--) {
