@@ -5,6 +5,8 @@
  */
 
 import { Command, CommanderError } from "commander";
+import { HypercallFailed } from "../guest/hypercalls.js";
+import { GuestError } from "../guest/kernel.js";
 import { AddressSyntaxError } from "../x86/address.js";
 import { registerCompare } from "./compare.js";
 import { registerDump } from "./dump.js";
@@ -75,6 +77,11 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     if (e instanceof UsageError || e instanceof AddressSyntaxError || e instanceof RangeError) {
       io.err(`pvmmu: ${e.message}\n`);
       return 2;
+    }
+    if (e instanceof GuestError || e instanceof HypercallFailed) {
+      // The guest kernel panicked (or a hypercall it relied on failed): an outcome, not a usage error.
+      io.err(`pvmmu: guest kernel panic: ${e.message}\n`);
+      return 1;
     }
     throw e;
   }

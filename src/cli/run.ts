@@ -18,7 +18,7 @@ import {
   WORKLOADS,
   type WorkloadName,
 } from "../guest/report.js";
-import { type RunOptions, runWorkload } from "../guest/run.js";
+import { MAX_GUEST_BYTES, type RunOptions, runWorkload } from "../guest/run.js";
 import { renderRunSummary } from "../report/summary.js";
 import { UsageError } from "./errors.js";
 
@@ -29,7 +29,7 @@ const MiB = 1n << 20n;
 /** The smallest guest: 64 MiB. */
 export const MIN_MEMORY_BYTES = 64 * 2 ** 20;
 /** The largest: a 52-bit physical address space (MAXPHYADDR, Intel SDM vol. 3A §4.1.4). */
-export const MAX_MEMORY_BYTES = 2 ** 52;
+export const MAX_MEMORY_BYTES = MAX_GUEST_BYTES;
 
 const UNITS: Record<string, bigint> = { "": 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
 
@@ -37,7 +37,7 @@ const UNITS: Record<string, bigint> = { "": 1n, K: 1n << 10n, M: 1n << 20n, G: 1
  * A guest memory size: a whole number with an optional binary unit K, M, G or T
  * (also written KiB/KB, …; any case): 64M, 512M, 1G, 64G, 1T. A plain number is
  * bytes. The size must be a whole number of MiB, at least 64 MiB and at most
- * 2^52 bytes.
+ * 256 GiB (the largest guest a run builds for real).
  */
 export function parseSize(text: string, flag = "--memory"): number {
   const m = /^(\d+)(?:([KMGT])(?:i?B)?)?$/i.exec(text.trim());
@@ -50,7 +50,10 @@ export function parseSize(text: string, flag = "--memory"): number {
   if (bytes % MiB !== 0n) throw new UsageError(`${flag}: ${text} is not a whole number of MiB`);
   if (bytes < BigInt(MIN_MEMORY_BYTES)) throw new UsageError(`${flag}: ${text} is below the minimum, 64M`);
   if (bytes > BigInt(MAX_MEMORY_BYTES)) {
-    throw new UsageError(`${flag}: ${text} is above the maximum, 4096T (a 52-bit physical address space)`);
+    throw new UsageError(
+      `${flag}: ${text} is above the maximum, 256G (larger guests do not fit this machine's memory; ` +
+        "`pvmmu tour` shows boot plans up to 1T)",
+    );
   }
   return Number(bytes);
 }

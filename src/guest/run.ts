@@ -28,11 +28,19 @@ export interface RunOptions {
 }
 
 const MiB = 2 ** 20;
+/**
+ * The largest guest a run builds for real (256 GiB): its host's frame table, the domain's page
+ * list and the kernel's per-page arrays must fit this machine. `planDirectMapBoot` counts
+ * boots of any size.
+ */
+export const MAX_GUEST_BYTES = 256 * 2 ** 30;
 
 /** A booted guest on a fresh host (and a small front-end domain for grant I/O). */
 export function bootOnHost(o: RunOptions): { h: Host; kernel: Kernel; boot: RunReport["boot"] } {
-  if (!Number.isInteger(o.memoryBytes / MiB) || o.memoryBytes < 64 * MiB) {
-    throw new GuestError(`guest memory must be a whole number of MiB, at least 64 MiB, got ${o.memoryBytes}`);
+  if (!Number.isInteger(o.memoryBytes / MiB) || o.memoryBytes < 64 * MiB || o.memoryBytes > MAX_GUEST_BYTES) {
+    throw new GuestError(
+      `guest memory must be a whole number of MiB from 64 MiB to 256 GiB, got ${o.memoryBytes} bytes`,
+    );
   }
   const guestMiB = o.memoryBytes / MiB;
   const h = new Host({ memoryMiB: guestMiB + Math.ceil(guestMiB / 32) + 96, linearPolicy: o.linearPolicy });

@@ -17,9 +17,12 @@ import type { RunOptions } from "../../src/guest/run.js";
 import { runWorkload } from "../../src/guest/run.js";
 import { fakeRunner, fixtureReport } from "../report/fixtures.js";
 
-vi.mock("../../src/guest/run.js", async () => {
+vi.mock("../../src/guest/run.js", async (importOriginal) => {
   const { fakeRunner } = await import("../report/fixtures.js");
-  return { runWorkload: vi.fn(fakeRunner()) };
+  return {
+    ...(await importOriginal<typeof import("../../src/guest/run.js")>()),
+    runWorkload: vi.fn(fakeRunner()),
+  };
 });
 
 const runner = vi.mocked(runWorkload);

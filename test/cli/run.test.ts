@@ -10,9 +10,12 @@ import { parseSize } from "../../src/cli/run.js";
 import { runWorkload } from "../../src/guest/run.js";
 import { fixtureReport } from "../report/fixtures.js";
 
-vi.mock("../../src/guest/run.js", async () => {
+vi.mock("../../src/guest/run.js", async (importOriginal) => {
   const { fakeRunner } = await import("../report/fixtures.js");
-  return { runWorkload: vi.fn(fakeRunner()) };
+  return {
+    ...(await importOriginal<typeof import("../../src/guest/run.js")>()),
+    runWorkload: vi.fn(fakeRunner()),
+  };
 });
 
 const runner = vi.mocked(runWorkload);
@@ -82,7 +85,8 @@ describe("pvmmu run: sizes", () => {
     expect(parseSize("512M")).toBe(512 * 2 ** 20);
     expect(parseSize("1G")).toBe(2 ** 30);
     expect(parseSize("64g")).toBe(64 * 2 ** 30);
-    expect(parseSize("1T")).toBe(2 ** 40);
+    expect(parseSize("256G")).toBe(2 ** 38);
+    expect(() => parseSize("1T")).toThrow(/above the maximum, 256G/);
     expect(parseSize("2GiB")).toBe(2 * 2 ** 30);
     expect(parseSize("65536K")).toBe(64 * 2 ** 20);
     expect(parseSize("1073741824")).toBe(2 ** 30);
