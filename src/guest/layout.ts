@@ -62,8 +62,11 @@ export function vaBig(va: number): bigint {
 
 /** Table index of `va` at `level` (1 = L1 … 4 = L4). */
 export function indexAt(va: number, level: number): number {
-  return Math.floor(va / 2 ** (3 + 9 * level)) % 512;
+  // ToUint32 truncates the quotient and keeps its low 32 bits, of which the index is the low 9.
+  return ((va / SPAN[level]) >>> 0) & 511;
 }
+
+const SPAN = [8, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48];
 
 /** The VA a page-table slot path names: L4 index, L3, L2, L1 indices and offset. */
 export function vaOf(l4: number, l3: number, l2: number, l1: number, offset = 0): number {

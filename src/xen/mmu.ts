@@ -345,17 +345,23 @@ export function guestL1e(h: Host, v: Vcpu, va: bigint): [number, number] | undef
   const root = v.kernelMode ? v.guestTable : v.guestTableUser;
   if (root === 0) return undefined;
   const u = BigInt.asUintN(64, va);
+  const vhi = Number(u >> 32n);
+  const vlo = Number(u & 0xffffffffn);
   let table = root;
   for (let level = 4; level >= 2; level--) {
-    const idx = Number((u >> BigInt(12 + 9 * (level - 1))) & 511n);
+    const idx =
+      level === 4 ? (vhi >>> 7) & 511 : level === 3 ? ((vhi & 0x7f) << 2) | (vlo >>> 30) : (vlo >>> 21) & 511;
     const t = h.mem.frame(table);
     const lo = t[idx * 2];
     const hi = t[idx * 2 + 1];
     if ((lo & LO_P) === 0 || (level <= 3 && lo & LO_PS)) return undefined;
     table = (hi & HI_ADDR_MASK) * 0x10_0000 + (lo >>> 12);
   }
-  return [table, Number((u >> 12n) & 511n)];
+  return [table, (vlo >>> 12) & 511];
 }
+
+const FLUSHTYPE_MASK = BigInt(UVMF_FLUSHTYPE_MASK);
+const UVMF_ALL_BIG = BigInt(UVMF_ALL);
 
 /** `update_va_mapping(va, val, flags)` (pgOwner = caller) and `_otherdomain` (pgOwner = named). */
 export function updateVaMapping(
@@ -381,11 +387,16 @@ export function updateVaMapping(
   const rc = modL1Entry(h, l1mfn, index, lo, hi, false, caller, pgOwnerDomain(h, pg), caller);
   putPage(h, l1mfn);
   if (rc !== 0) return rc;
-  const kind = Number(flags & BigInt(UVMF_FLUSHTYPE_MASK));
-  const target = flags & ~BigInt(UVMF_FLUSHTYPE_MASK);
+  const kind = Number(flags & FLUSHTYPE_MASK);
+  const target = flags & ~FLUSHTYPE_MASK;
+  if (target === 0n) {
+    // The common case: this vCPU only.
+    if (kind === UVMF_TLB_FLUSH) v.cpu.tlb.flushAll();
+    else if (kind === UVMF_INVLPG) v.cpu.invlpg(va);
+    return 0;
+  }
   let vcpus: Vcpu[];
-  if (target === 0n) vcpus = [v];
-  else if (target === BigInt(UVMF_ALL)) vcpus = caller.vcpus;
+  if (target === UVMF_ALL_BIG) vcpus = caller.vcpus;
   else {
     // UVMF_MULTI: a guest pointer to a vCPU bitmap. The PTE is already updated.
     const mask = readGuestU64(h, v, target);
