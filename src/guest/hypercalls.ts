@@ -28,7 +28,12 @@ import {
 import type { Host } from "../xen/host.js";
 import type { MmuextOp } from "../xen/mmuext.js";
 import type { MulticallEntry } from "../xen/multicall.js";
-import { vaBig } from "./layout.js";
+import { vaHi as vaHiOf } from "./layout.js";
+
+function hexHalves(hi: number, lo: number): string {
+  return `0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}`;
+}
+
 import type { BatchStats } from "./report.js";
 
 export class HypercallFailed extends Error {
@@ -129,16 +134,17 @@ export class Hypercalls {
     const kind = flags & 3;
     if (kind === UVMF_TLB_FLUSH) this.flushFull++;
     else if (kind === UVMF_INVLPG) this.flushSingle++;
-    const val = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+    const vaHi = vaHiOf(va);
+    const vaLo = va >>> 0;
     if (this.mcBatch > 1) {
       this.gatherQueue();
-      this.mc.push({ op: __HYPERVISOR_update_va_mapping, va: vaBig(va), val, flags: BigInt(flags) });
+      this.mc.push({ op: __HYPERVISOR_update_va_mapping, vaHi, vaLo, lo: lo >>> 0, hi: hi >>> 0, flags });
       if (this.mc.length >= this.mcBatch) this.flushMulticall();
       return;
     }
     this.flushQueue();
     this.count("update_va_mapping", 1, true);
-    const rc = this.h.updateVaMapping(this.domid, this.vcpu, vaBig(va), val, BigInt(flags));
+    const rc = this.h.updateVaMappingHalves(this.domid, this.vcpu, vaHi, vaLo, lo >>> 0, hi >>> 0, flags);
     if (rc !== 0) throw new HypercallFailed("update_va_mapping", rc, `va 0x${va.toString(16)}`);
   }
 
@@ -204,10 +210,10 @@ export class Hypercalls {
     if (calls.length === 1) {
       // A batch of one is issued as the call itself, as Linux's xen_mc_flush does.
       const c = calls[0];
-      if (c.op === __HYPERVISOR_update_va_mapping) {
+      if (c.op === __HYPERVISOR_update_va_mapping && "vaHi" in c) {
         this.count("update_va_mapping", 1, true);
-        const rc = this.h.updateVaMapping(this.domid, this.vcpu, c.va, c.val, c.flags);
-        if (rc !== 0) throw new HypercallFailed("update_va_mapping", rc, `va 0x${c.va.toString(16)}`);
+        const rc = this.h.updateVaMappingHalves(this.domid, this.vcpu, c.vaHi, c.vaLo, c.lo, c.hi, c.flags);
+        if (rc !== 0) throw new HypercallFailed("update_va_mapping", rc, `va ${hexHalves(c.vaHi, c.vaLo)}`);
         return;
       }
     }
@@ -224,7 +230,7 @@ export class Hypercalls {
         const c = calls[i];
         const what =
           c.op === __HYPERVISOR_update_va_mapping
-            ? `update_va_mapping 0x${c.va.toString(16)}`
+            ? `update_va_mapping ${"vaHi" in c ? hexHalves(c.vaHi, c.vaLo) : `0x${c.va.toString(16)}`}`
             : c.op === __HYPERVISOR_mmuext_op
               ? `mmuext_op ${c.ops.map((o) => MMUEXT_NAMES[o.cmd]).join(",")} 0x${(c.ops[0]?.arg1 ?? 0n).toString(16)}`
               : `mmu_update, request ${r.done}`;

@@ -47,6 +47,7 @@ import {
   mmuUpdate,
   mmuUpdateBuf,
   updateVaMapping,
+  updateVaMappingHalves,
 } from "./mmu.js";
 import { type MmuextOp, mmuextOp } from "./mmuext.js";
 import { type MulticallEntry, multicall, vmAssist } from "./multicall.js";
@@ -284,6 +285,23 @@ export class Host {
   updateVaMapping(domid: number, vcpu: number, va: bigint, val: bigint, flags: bigint): number {
     const v = this.vcpu(domid, vcpu);
     return updateVaMapping(this, v, va, val, flags, { kind: "domain", d: v.domain });
+  }
+
+  /** `update_va_mapping` with the address and entry as 32-bit halves and numeric UVMF flags. */
+  updateVaMappingHalves(
+    domid: number,
+    vcpu: number,
+    vaHi: number,
+    vaLo: number,
+    lo: number,
+    hi: number,
+    flags: number,
+  ): number {
+    const v = this.vcpu(domid, vcpu);
+    return updateVaMappingHalves(this, v, vaHi, vaLo, lo, hi, flags & 3, BigInt(flags & ~3), {
+      kind: "domain",
+      d: v.domain,
+    });
   }
 
   updateVaMappingOtherdomain(

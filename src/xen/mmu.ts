@@ -341,12 +341,20 @@ export function addrOk(va: bigint): boolean {
  * (kernel) page tables. Returns [l1 mfn, index] or undefined.
  */
 export function guestL1e(h: Host, v: Vcpu, va: bigint): [number, number] | undefined {
-  if (!addrOk(va)) return undefined;
+  const u = BigInt.asUintN(64, va);
+  return guestL1eHalves(h, v, Number(u >> 32n), Number(u & 0xffffffffn));
+}
+
+/** `__addr_ok` on a canonical address's halves. */
+function addrOkHalves(vhi: number): boolean {
+  return vhi < 0x8000 || vhi >= 0xffff8800;
+}
+
+/** `guestL1e` on the halves of the linear address. */
+export function guestL1eHalves(h: Host, v: Vcpu, vhi: number, vlo: number): [number, number] | undefined {
+  if (!addrOkHalves(vhi)) return undefined;
   const root = v.kernelMode ? v.guestTable : v.guestTableUser;
   if (root === 0) return undefined;
-  const u = BigInt.asUintN(64, va);
-  const vhi = Number(u >> 32n);
-  const vlo = Number(u & 0xffffffffn);
   let table = root;
   for (let level = 4; level >= 2; level--) {
     const idx =
@@ -372,9 +380,41 @@ export function updateVaMapping(
   flags: bigint,
   pg: PgOwner,
 ): number {
+  const u = BigInt.asUintN(64, va);
+  const w = BigInt.asUintN(64, val);
+  const kind = Number(flags & FLUSHTYPE_MASK);
+  return updateVaMappingHalves(
+    h,
+    v,
+    Number(u >> 32n),
+    Number(u & 0xffffffffn),
+    Number(w & 0xffffffffn),
+    Number(w >> 32n),
+    kind,
+    flags & ~FLUSHTYPE_MASK,
+    pg,
+  );
+}
+
+/**
+ * `update_va_mapping` on numbers: the address and the new entry as halves, the flush type
+ * (`UVMF_NONE`/`TLB_FLUSH`/`INVLPG`) and its target (0: this vCPU, `UVMF_ALL`, or a guest
+ * pointer to a vCPU bitmap).
+ */
+export function updateVaMappingHalves(
+  h: Host,
+  v: Vcpu,
+  vhi: number,
+  vlo: number,
+  lo: number,
+  hi: number,
+  kind: number,
+  target: bigint,
+  pg: PgOwner,
+): number {
   const caller = v.domain;
   if (!xsmTarget(caller, pg)) return -EPERM;
-  const at = guestL1e(h, v, va);
+  const at = guestL1eHalves(h, v, vhi, vlo);
   if (!at) return -EINVAL;
   const [l1mfn, index] = at;
   if (!getPage(h, l1mfn, caller.domid)) return -EINVAL;
@@ -382,17 +422,13 @@ export function updateVaMapping(
     putPage(h, l1mfn);
     return -EINVAL;
   }
-  const lo = Number(val & 0xffffffffn);
-  const hi = Number((val >> 32n) & 0xffffffffn);
-  const rc = modL1Entry(h, l1mfn, index, lo, hi, false, caller, pgOwnerDomain(h, pg), caller);
+  const rc = modL1Entry(h, l1mfn, index, lo >>> 0, hi >>> 0, false, caller, pgOwnerDomain(h, pg), caller);
   putPage(h, l1mfn);
   if (rc !== 0) return rc;
-  const kind = Number(flags & FLUSHTYPE_MASK);
-  const target = flags & ~FLUSHTYPE_MASK;
   if (target === 0n) {
     // The common case: this vCPU only.
     if (kind === UVMF_TLB_FLUSH) v.cpu.tlb.flushAll();
-    else if (kind === UVMF_INVLPG) v.cpu.invlpg(va);
+    else if (kind === UVMF_INVLPG) v.cpu.tlb.invlpg(vhi, vlo);
     return 0;
   }
   let vcpus: Vcpu[];
@@ -405,7 +441,7 @@ export function updateVaMapping(
   }
   for (const c of vcpus) {
     if (kind === UVMF_TLB_FLUSH) c.cpu.tlb.flushAll();
-    else if (kind === UVMF_INVLPG) c.cpu.invlpg(va);
+    else if (kind === UVMF_INVLPG) c.cpu.tlb.invlpg(vhi, vlo);
   }
   return 0;
 }

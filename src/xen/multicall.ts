@@ -27,6 +27,7 @@ import {
   mmuUpdate,
   mmuUpdateBuf,
   updateVaMapping,
+  updateVaMappingHalves,
 } from "./mmu.js";
 import { type MmuextOp, mmuextOp } from "./mmuext.js";
 
@@ -52,6 +53,16 @@ export type MulticallEntry =
   | { op: typeof __HYPERVISOR_mmu_update; buf: Uint32Array; count: number; foreigndom?: number }
   | { op: typeof __HYPERVISOR_mmuext_op; ops: MmuextOp[]; foreigndom?: number }
   | { op: typeof __HYPERVISOR_update_va_mapping; va: bigint; val: bigint; flags: bigint }
+  /** update_va_mapping as a guest passes it in registers: address and entry as 32-bit halves. */
+  | {
+      op: typeof __HYPERVISOR_update_va_mapping;
+      vaHi: number;
+      vaLo: number;
+      lo: number;
+      hi: number;
+      /** UVMF flush type and target, the target 0 (this vCPU) or UVMF_ALL. */
+      flags: number;
+    }
   | {
       op: typeof __HYPERVISOR_update_va_mapping_otherdomain;
       va: bigint;
@@ -77,7 +88,13 @@ export function multicall(h: Host, v: Vcpu, calls: MulticallEntry[]): HypercallR
         break;
       case __HYPERVISOR_update_va_mapping:
         out.push({
-          rc: updateVaMapping(h, v, c.va, c.val, c.flags, { kind: "domain", d: v.domain }),
+          rc:
+            "vaHi" in c
+              ? updateVaMappingHalves(h, v, c.vaHi, c.vaLo, c.lo, c.hi, c.flags & 3, BigInt(c.flags & ~3), {
+                  kind: "domain",
+                  d: v.domain,
+                })
+              : updateVaMapping(h, v, c.va, c.val, c.flags, { kind: "domain", d: v.domain }),
           done: 0,
         });
         break;
