@@ -258,12 +258,14 @@ function devalidatePage(h: Host, mfn: number, type: number): void {
     const owner = f.owner;
     const io = DOMID_IO + 1;
     const plain = !h.debugBuild;
+    const frames = f.frames;
     for (let i = 511; i >= 0; i--) {
       const lo = t[i * 2];
       if ((lo & LO_P) === 0) continue;
       const hi = t[i * 2 + 1];
-      const target = entryMfn(lo, hi);
-      if (plain && (lo & LO_RW) === 0 && target < f.frames && owner[target] !== io && count[target] > 1) {
+      // Frames below 2^31 in 32-bit arithmetic; others through entryMfn.
+      const target = (hi & 0xff800) === 0 ? ((hi & 0x7ff) << 20) | (lo >>> 12) : entryMfn(lo, hi);
+      if (plain && (lo & LO_RW) === 0 && target < frames && owner[target] !== io && count[target] > 1) {
         count[target]--;
         continue;
       }
@@ -287,6 +289,7 @@ function promoteL1(h: Host, mfn: number, d: Domain): number {
   const ownerTag = d.domid + 1;
   const dlo = l1DisallowLo(d);
   const dhi = l1DisallowHi(h);
+  const frames = f.frames;
   for (let i = 0; i < 512; i++) {
     const lo = t[i * 2];
     const hi = t[i * 2 + 1];
@@ -294,12 +297,12 @@ function promoteL1(h: Host, mfn: number, d: Domain): number {
     // Fast path for the common entry — the domain's own RAM frame, mapped read-only, or
     // read/write when it is already writable-typed or untyped: the same references
     // get_page_from_l1e takes, without its general machinery. Anything else takes the full path.
-    const target = entryMfn(lo, hi);
+    const target = (hi & 0xff800) === 0 ? ((hi & 0x7ff) << 20) | (lo >>> 12) : entryMfn(lo, hi);
     let rc = 0;
     if (
       (lo & dlo) === 0 &&
       (hi & dhi) === 0 &&
-      target < f.frames &&
+      target < frames &&
       f.owner[target] === ownerTag &&
       f.count[target] !== 0 &&
       f.count[target] < 0xfffffffe &&
