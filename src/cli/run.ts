@@ -78,6 +78,13 @@ export function parseCount(text: string, flag: string): number {
   return v;
 }
 
+/** A batch size: 1 to 65536. */
+function parseBatch(text: string, flag: string): number {
+  const v = parseCount(text, flag);
+  if (v > 65536) throw new UsageError(`${flag}: ${text} is out of range (1 to 65536)`);
+  return v;
+}
+
 /** One of `choices`, exactly. */
 export function parseChoice<T extends string>(text: string, choices: readonly T[], what: string): T {
   const found = choices.find((c) => c === text);
@@ -100,6 +107,8 @@ interface RunFlags {
   boot?: string;
   seed: string;
   iterations?: string;
+  mmuBatch?: string;
+  mcBatch?: string;
   json?: boolean;
 }
 
@@ -125,6 +134,8 @@ export function runOptionsFrom(o: RunFlags): RunOptions {
   };
   if (o.boot !== undefined) opts.bootMethod = parseChoice<BootMethod>(o.boot, BOOT_METHODS, "boot method");
   if (o.iterations !== undefined) opts.iterations = parseCount(o.iterations, "--iterations");
+  if (o.mmuBatch !== undefined) opts.mmuBatch = parseBatch(o.mmuBatch, "--mmu-batch");
+  if (o.mcBatch !== undefined) opts.mcBatch = parseBatch(o.mcBatch, "--mc-batch");
   return opts;
 }
 
@@ -144,6 +155,8 @@ export function registerRun(
     .option("--boot <method>", `how the first page tables are built: ${BOOT_METHODS.join(", ")}`)
     .option("--seed <n>", "seed for the workload's choices (0 to 4294967295)", "1")
     .option("--iterations <n>", "scale of the workload (default: per workload)")
+    .option("--mmu-batch <n>", "mmu_update queue length (default: 2048 for netbsd, 32 otherwise)")
+    .option("--mc-batch <n>", "multicall batch size (default 32; 1: no multicalls)")
     .option("--json", "print the report as JSON")
     .action((o: RunFlags) => {
       const report = runner(runOptionsFrom(o));

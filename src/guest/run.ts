@@ -25,6 +25,10 @@ export interface RunOptions {
   linearPolicy?: LinearPolicy;
   /** Bytes the parent maps in fork workloads. */
   mapped?: number;
+  /** mmu_update queue length (default: NetBSD's 2048 for "netbsd", Linux's 32 otherwise). */
+  mmuBatch?: number;
+  /** Multicall batch size (default Linux's 32; 1 issues every call on its own). */
+  mcBatch?: number;
 }
 
 const MiB = 2 ** 20;
@@ -51,8 +55,8 @@ export function bootOnHost(o: RunOptions): { h: Host; kernel: Kernel; boot: RunR
     pinning: o.pinning,
     method: o.bootMethod ?? "top-down",
     // NetBSD queues 2048 updates; Linux batches 32.
-    mmuBatch: o.strategy === "netbsd" ? 2048 : 32,
-    mcBatch: 32,
+    mmuBatch: o.mmuBatch ?? (o.strategy === "netbsd" ? 2048 : 32),
+    mcBatch: o.mcBatch ?? 32,
   });
   return { h, kernel, boot };
 }

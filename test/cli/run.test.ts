@@ -48,6 +48,8 @@ describe("pvmmu run: argument errors", () => {
     ["negative seed", ["--seed", "-1"], /--seed: '-1' is not a whole number/],
     ["seed beyond 32 bits", ["--seed", "4294967296"], /--seed: 4294967296 is out of range/],
     ["zero iterations", ["--iterations", "0"], /--iterations: 0 is out of range/],
+    ["a huge mmu_update batch", ["--mmu-batch", "100000"], /--mmu-batch: 100000 is out of range/],
+    ["a multicall batch of nothing", ["--mc-batch", "0"], /--mc-batch: 0 is out of range/],
   ];
   for (const [what, flags, message] of bad) {
     it(`${what}: one line on stderr, exit 2, nothing run or printed`, async () => {
