@@ -83,6 +83,124 @@ function tablesFor(end: number, vaOf: (pfn: number) => number): number {
   return l1.size + l2.size + l3.size + 1;
 }
 
+/**
+ * The builder's layout for a guest of `pages` pages: kernel image, brk seed, `reserve` pages
+ * for the linear method, then just enough builder tables to map all of that (themselves
+ * included) at `vaOf` — a small fixpoint, since the tables map themselves too.
+ */
+function builderLayout(pages: number, reserve: number, vaOf: (pfn: number) => number): Layout {
+  const image = kernelImagePages(pages);
+  let tables = 4;
+  for (;;) {
+    const need = tablesFor(image + BRK_PAGES + reserve + tables, vaOf);
+    if (need <= tables) break;
+    tables = need;
+  }
+  const end = image + BRK_PAGES + reserve + tables;
+  if (end > pages) throw new GuestError(`the initial mapping (${end} pages) does not fit in the guest`);
+  return { image, brk: image, reserve, tablesAt: image + BRK_PAGES + reserve, tables, end };
+}
+
+/**
+ * Where the kernel takes each new direct-map table from, and the report of where they went:
+ * top-down, the brk seed, then the highest free page already mapped; linear, the reservation
+ * in order (running out is a panic).
+ */
+class TablePlacer {
+  private brkUsed = 0;
+  private reserveUsed = 0;
+  /** Top-down: lowest pfn mapped so far, and the next candidate for a table page. */
+  minMapped = 0;
+  private cursor = -1;
+
+  constructor(
+    private readonly layout: Layout,
+    private readonly method: BootMethod,
+    private readonly used: Uint8Array,
+    private readonly take: (pfn: number) => void,
+    private readonly report: BootReport,
+  ) {}
+
+  /** Top-down starts with nothing mapped below `realEnd`. */
+  startTopDown(realEnd: number): void {
+    this.minMapped = realEnd;
+    this.cursor = realEnd - 1;
+  }
+
+  next(): number {
+    let pfn: number;
+    const l = this.layout;
+    if (this.method === "linear") {
+      if (this.reserveUsed >= l.reserve) {
+        throw new GuestError(
+          `linear boot: the ${l.reserve} table pages reserved by the guess ran out (kernel panic)`,
+        );
+      }
+      pfn = l.image + BRK_PAGES + this.reserveUsed++;
+    } else if (this.brkUsed < BRK_PAGES) pfn = l.brk + this.brkUsed++;
+    else {
+      while (this.cursor >= this.minMapped && this.used[this.cursor]) this.cursor--;
+      if (this.cursor < this.minMapped)
+        throw new GuestError("top-down boot: no mapped memory left for page tables");
+      pfn = this.cursor--;
+      this.take(pfn);
+    }
+    const r = this.report;
+    r.usedPages++;
+    if (r.lowestTablePfn < 0 || pfn < r.lowestTablePfn) r.lowestTablePfn = pfn;
+    if (pfn > r.highestTablePfn) r.highestTablePfn = pfn;
+    return pfn;
+  }
+
+  /** Reserved pages never used; for linear, the first of them. */
+  get unused(): number {
+    return this.method === "linear" ? this.layout.reserve - this.reserveUsed : BRK_PAGES - this.brkUsed;
+  }
+  get firstUnusedReserved(): number {
+    return this.layout.image + BRK_PAGES + this.reserveUsed;
+  }
+}
+
+/**
+ * The mapping steps of a boot over pfns [start, pages): linear, one bottom-up range; top-down
+ * (`memory_map_top_down`), the top 2 MiB-aligned block first, then downward steps that grow ×32
+ * once the mapped total reaches the step, then any tail above the block.
+ */
+function mapSteps(
+  method: BootMethod,
+  start: number,
+  pages: number,
+  placer: TablePlacer,
+  report: BootReport,
+  mapRange: (from: number, to: number) => void,
+): void {
+  if (method === "linear") {
+    mapRange(start, pages);
+    report.steps = 1;
+  } else {
+    let realEnd = Math.floor(pages / 512) * 512;
+    if (realEnd <= start) realEnd = pages;
+    placer.startTopDown(realEnd);
+    let step = 512;
+    let lastStart = realEnd;
+    let mapped = 0;
+    while (lastStart > start) {
+      const s = lastStart > step ? Math.max(Math.floor((lastStart - 1) / step) * step, start) : start;
+      mapRange(s, lastStart);
+      mapped += lastStart - s;
+      lastStart = s;
+      placer.minMapped = s;
+      report.steps++;
+      if (mapped >= step) step *= 32;
+    }
+    if (realEnd < pages) {
+      mapRange(realEnd, pages);
+      report.steps++;
+    }
+  }
+  report.unusedPages = placer.unused;
+}
+
 export interface BootOptions extends KernelOptions {
   method: BootMethod;
 }
@@ -103,7 +221,6 @@ export function bootGuest(h: Host, domid: number, opts: BootOptions): { kernel: 
   const pages = k.pages;
   if (pages < 8192) throw new GuestError(`a guest needs at least 32 MiB, got ${pages} pages`);
   const m = opts.mapper;
-  const image = kernelImagePages(pages);
   const dmIndex = (pfn: number) => (m.name === "direct-mfn" ? k.p2m[pfn] : pfn);
   let reserve = 0;
   if (opts.method === "linear" && m.directMap) {
@@ -117,23 +234,7 @@ export function bootGuest(h: Host, domid: number, opts: BootOptions): { kernel: 
     }
     reserve = linearGuess(span, windows.size);
   }
-  const vaOf = (pfn: number) => m.initialVa(k, pfn);
-  let tables = 4;
-  for (;;) {
-    const need = tablesFor(image + BRK_PAGES + reserve + tables, vaOf);
-    if (need <= tables) break;
-    tables = need;
-  }
-  const layout: Layout = {
-    image,
-    brk: image,
-    reserve,
-    tablesAt: image + BRK_PAGES + reserve,
-    tables,
-    end: image + BRK_PAGES + reserve + tables,
-  };
-  if (layout.end > pages)
-    throw new GuestError(`the initial mapping (${layout.end} pages) does not fit in the guest`);
+  const layout = builderLayout(pages, reserve, (pfn) => m.initialVa(k, pfn));
   const dm = new DirectMapTables();
   buildInitialTables(h, k, layout, dm);
   m.setup(k);
@@ -214,7 +315,7 @@ function buildInitialTables(h: Host, k: Kernel, layout: Layout, dm: DirectMapTab
     { cmd: MMUEXT.MMUEXT_NEW_BASEPTR, arg1: BigInt(l4) },
   ]);
   if (pin.rc !== 0) throw new GuestError(`domain builder: pinning the start-of-day L4 failed (${pin.rc})`);
-  const as = new AddressSpace(-1, l4, 0);
+  const as = new AddressSpace(l4, 0);
   as.validated = true;
   for (const [pfn, level] of tables) if (level < 4) as.tables.set(k.p2m[pfn], level);
   k.kernelAs = as;
@@ -223,12 +324,8 @@ function buildInitialTables(h: Host, k: Kernel, layout: Layout, dm: DirectMapTab
 
 /** The kernel maps the rest of RAM into its direct map (top-down or linear). */
 class DirectMapBuilder {
-  private brkUsed = 0;
-  private reserveUsed = 0;
-  /** Top-down: lowest pfn mapped so far, and the next candidate for a table page. */
-  private minMapped: number;
-  private cursor: number;
   private method: BootMethod = "top-down";
+  private placer!: TablePlacer;
   /** L2s being filled (not yet linked), by window key. */
   private readonly pendingL2 = new Map<number, number>();
   private readonly page = new Uint32Array(1024);
@@ -238,79 +335,26 @@ class DirectMapBuilder {
     private readonly layout: Layout,
     private readonly dm: DirectMapTables,
     private readonly report: BootReport,
-  ) {
-    this.minMapped = k.pages;
-    this.cursor = k.pages - 1;
-  }
+  ) {}
 
   run(method: BootMethod): void {
+    const k = this.k;
     this.method = method;
-    const k = this.k;
-    const start = this.layout.end;
+    this.placer = new TablePlacer(this.layout, method, k.alloc.used, (pfn) => k.alloc.take(pfn), this.report);
+    mapSteps(method, this.layout.end, k.pages, this.placer, this.report, (a, b) => this.mapRange(a, b));
     if (method === "linear") {
-      this.mapRange(start, k.pages);
-      this.report.steps = 1;
       // pagetable_reserve: the unused part of the reservation goes back to the allocator.
-      const from = this.layout.image + BRK_PAGES + this.reserveUsed;
-      for (let p = from; p < this.layout.image + BRK_PAGES + this.layout.reserve; p++) k.freePfn(p);
-      this.report.unusedPages = this.layout.reserve - this.reserveUsed;
-      return;
+      const end = this.layout.image + BRK_PAGES + this.layout.reserve;
+      for (let p = this.placer.firstUnusedReserved; p < end; p++) k.freePfn(p);
     }
-    // memory_map_top_down: the top 2 MiB-aligned block first, then ×32 steps downwards.
-    let realEnd = Math.floor(k.pages / 512) * 512;
-    if (realEnd <= start) realEnd = k.pages;
-    this.minMapped = realEnd;
-    this.cursor = realEnd - 1;
-    let step = 512;
-    let lastStart = realEnd;
-    let mapped = 0;
-    while (lastStart > start) {
-      const s = lastStart > step ? Math.max(Math.floor((lastStart - 1) / step) * step, start) : start;
-      this.mapRange(s, lastStart);
-      mapped += lastStart - s;
-      lastStart = s;
-      this.minMapped = s;
-      this.report.steps++;
-      if (mapped >= step) step *= 32;
-    }
-    if (realEnd < k.pages) {
-      this.mapRange(realEnd, k.pages);
-      this.report.steps++;
-    }
-    this.report.unusedPages = BRK_PAGES - this.brkUsed;
-  }
-
-  /** A page for a new table: brk, then mapped memory (top-down), or the reservation (linear). */
-  private tablePfn(): number {
-    const k = this.k;
-    if (this.method === "linear") {
-      if (this.reserveUsed >= this.layout.reserve) {
-        throw new GuestError(
-          `linear boot: the ${this.layout.reserve} table pages reserved by the guess ran out (kernel panic)`,
-        );
-      }
-      return this.layout.image + BRK_PAGES + this.reserveUsed++;
-    }
-    if (this.brkUsed < BRK_PAGES) return this.layout.brk + this.brkUsed++;
-    while (this.cursor >= this.minMapped && k.alloc.used[this.cursor]) this.cursor--;
-    if (this.cursor < this.minMapped)
-      throw new GuestError("top-down boot: no mapped memory left for page tables");
-    const pfn = this.cursor--;
-    k.alloc.take(pfn);
-    return pfn;
   }
 
   /** A new zeroed table page (still writable); returns [pfn, mfn]. */
   private newTable(level: number): [number, number] {
     const k = this.k;
-    const pfn = this.tablePfn();
+    const pfn = this.placer.next();
     const mfn = k.mfnOf(pfn);
-    k.tableLevel[pfn] = level;
-    k.tableCount[level - 1]++;
-    const r = this.report;
-    r.usedPages++;
-    if (r.lowestTablePfn < 0 || pfn < r.lowestTablePfn) r.lowestTablePfn = pfn;
-    if (pfn > r.highestTablePfn) r.highestTablePfn = pfn;
+    k.noteTable(pfn, level);
     k.zeroPage(k.mapper.kva(k, mfn, pfn, 0));
     return [pfn, mfn];
   }
@@ -434,23 +478,15 @@ class DirectMapBuilder {
 export function planDirectMapBoot(pages: number, method: BootMethod): BootReport {
   if (!Number.isInteger(pages) || pages < 8192)
     throw new GuestError(`a guest needs at least 32 MiB, got ${pages} pages`);
-  const image = kernelImagePages(pages);
   const reserve = method === "linear" ? linearGuess(pages, Math.ceil(pages / 512)) : 0;
   const W0 = DIRECT_MAP_BASE / 2 ** 21;
   const vaOf = (pfn: number) => DIRECT_MAP_BASE + pfn * 4096;
-  let tables = 4;
-  for (;;) {
-    const need = tablesFor(image + BRK_PAGES + reserve + tables, vaOf);
-    if (need <= tables) break;
-    tables = need;
-  }
-  const end = image + BRK_PAGES + reserve + tables;
-  if (end > pages) throw new GuestError(`the initial mapping (${end} pages) does not fit in the guest`);
+  const layout = builderLayout(pages, reserve, vaOf);
   // Windows that already have a table (the builder's), by VA key.
   const l1 = new Set<number>();
   const l2 = new Set<number>();
   const l3 = new Set<number>();
-  for (let p = 0; p < end; p += 1) {
+  for (let p = 0; p < layout.end; p++) {
     const va = vaOf(p);
     l1.add(Math.floor(va / 2 ** 21));
     l2.add(Math.floor(va / 2 ** 30));
@@ -464,48 +500,24 @@ export function planDirectMapBoot(pages: number, method: BootMethod): BootReport
     lowestTablePfn: -1,
     highestTablePfn: -1,
     ramPages: pages,
-    mappedPages: end,
+    mappedPages: layout.end,
     steps: 0,
     directMapTablePages: 0,
   };
   const used = new Uint8Array(pages);
-  let brkUsed = 0;
-  let reserveUsed = 0;
-  let minMapped = pages;
-  let cursor = pages - 1;
-  const alloc = (): number => {
-    let pfn: number;
-    if (method === "linear") {
-      if (reserveUsed >= reserve) {
-        throw new GuestError(
-          `linear boot: the ${reserve} table pages reserved by the guess ran out (kernel panic)`,
-        );
-      }
-      pfn = image + BRK_PAGES + reserveUsed++;
-    } else if (brkUsed < BRK_PAGES) pfn = image + brkUsed++;
-    else {
-      while (cursor >= minMapped && used[cursor]) cursor--;
-      if (cursor < minMapped) throw new GuestError("top-down boot: no mapped memory left for page tables");
-      pfn = cursor--;
-      used[pfn] = 1;
-    }
-    report.usedPages++;
-    if (report.lowestTablePfn < 0 || pfn < report.lowestTablePfn) report.lowestTablePfn = pfn;
-    if (pfn > report.highestTablePfn) report.highestTablePfn = pfn;
-    return pfn;
-  };
+  const placer = new TablePlacer(layout, method, used, (pfn) => (used[pfn] = 1), report);
+  // DirectMapBuilder.mapRange's table allocations, in its order, without the mapping.
   const mapRange = (start: number, stop: number) => {
-    if (stop <= start) return;
     const first = Math.floor(start / 512);
     const last = Math.floor((stop - 1) / 512);
     const pending = new Set<number>();
     for (let i = 0; i <= last - first; i++) {
       const w = W0 + (method === "top-down" ? last - i : first + i);
       if (l1.has(w)) continue;
-      alloc();
+      placer.next();
       const key2 = Math.floor(w / 512);
       if (!l2.has(key2) && !pending.has(key2)) {
-        alloc();
+        placer.next();
         pending.add(key2);
       }
       l1.add(w);
@@ -513,40 +525,14 @@ export function planDirectMapBoot(pages: number, method: BootMethod): BootReport
     for (const key2 of pending) {
       const key3 = Math.floor(key2 / 512);
       if (!l3.has(key3)) {
-        alloc();
+        placer.next();
         l3.add(key3);
       }
       l2.add(key2);
     }
     report.mappedPages += stop - start;
   };
-  if (method === "linear") {
-    mapRange(end, pages);
-    report.steps = 1;
-    report.unusedPages = reserve - reserveUsed;
-  } else {
-    let realEnd = Math.floor(pages / 512) * 512;
-    if (realEnd <= end) realEnd = pages;
-    minMapped = realEnd;
-    cursor = realEnd - 1;
-    let step = 512;
-    let lastStart = realEnd;
-    let mapped = 0;
-    while (lastStart > end) {
-      const s = lastStart > step ? Math.max(Math.floor((lastStart - 1) / step) * step, end) : end;
-      mapRange(s, lastStart);
-      mapped += lastStart - s;
-      lastStart = s;
-      minMapped = s;
-      report.steps++;
-      if (mapped >= step) step *= 32;
-    }
-    if (realEnd < pages) {
-      mapRange(realEnd, pages);
-      report.steps++;
-    }
-    report.unusedPages = BRK_PAGES - brkUsed;
-  }
+  mapSteps(method, layout.end, pages, placer, report, mapRange);
   report.directMapTablePages = l1.size + l2.size + l3.size + 1;
   return report;
 }

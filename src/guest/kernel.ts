@@ -26,7 +26,7 @@ import { ACC_USER, ACC_WRITE } from "../x86/walk.js";
 import { MMUEXT, UVMF_INVLPG, UVMF_TLB_FLUSH } from "../xen/abi.js";
 import type { Vcpu } from "../xen/domain.js";
 import type { Host } from "../xen/host.js";
-import { HypercallFailed, Hypercalls } from "./hypercalls.js";
+import { Hypercalls } from "./hypercalls.js";
 import { indexAt, KERNEL_BASE, vaHi, vaLo, XEN_SLOTS_END, XEN_SLOTS_START } from "./layout.js";
 import type { PageTableMapper } from "./mapper.js";
 import type { OpStats, PinningPolicy } from "./report.js";
@@ -52,7 +52,6 @@ export class AddressSpace {
   rootVa = 0;
 
   constructor(
-    readonly id: number,
     readonly l4: number,
     readonly userL4: number,
   ) {}
@@ -140,7 +139,6 @@ export class Kernel {
   kernelAs!: AddressSpace;
   /** The address space the vCPU's kernel base pointer holds. */
   current!: AddressSpace;
-  private nextAsId = 0;
 
   /** Result of the last `read64`. */
   lo = 0;
@@ -181,11 +179,16 @@ export class Kernel {
     const r = fn();
     this.mapper.closeAll(this);
     this.hc.flush();
+    this.record(name, performance.now() - t0);
+    return r;
+  }
+
+  /** Count one kernel operation `name` that took `ms`. */
+  record(name: string, ms: number): void {
     const s = this.ops[name] ?? { count: 0, ms: 0 };
     s.count++;
-    s.ms += performance.now() - t0;
+    s.ms += ms;
     this.ops[name] = s;
-    return r;
   }
 
   // ---------------------------------------------------------------- P2M / M2P
@@ -328,23 +331,29 @@ export class Kernel {
 
   // ---------------------------------------------------------------- tables
 
-  /**
-   * A new, zeroed page-table frame of `level` for `as` (returns its mfn). Under the eager
-   * policy it is made read-only and pinned at once; under Linux's, read-only if `as` is already
-   * pinned (it is then validated when linked).
-   */
-  newTable(as: AddressSpace, level: number): number {
-    const pfn = this.allocPfn();
-    const mfn = this.mfnOf(pfn);
+  /** Record that `pfn` now holds a page table of `level` (every path that makes one calls this). */
+  noteTable(pfn: number, level: number): void {
     this.tableLevel[pfn] = level;
     this.tableCount[level - 1]++;
+  }
+
+  /**
+   * A new, zeroed page-table frame of `level` (returns its mfn), one of `as`'s tables below its
+   * L4 — or, with `as` null, a new address space's L4. Under the eager policy it is made
+   * read-only and pinned at once; under Linux's, read-only if `as` is already pinned (it is
+   * then validated when linked).
+   */
+  newTable(as: AddressSpace | null, level: number): number {
+    const pfn = this.allocPfn();
+    const mfn = this.mfnOf(pfn);
+    this.noteTable(pfn, level);
     this.mapper.tableAllocated(this, mfn, pfn, level);
     this.zeroPage(this.mapper.kva(this, mfn, pfn, 0));
-    if (level < 4 || as.l4 !== 0) as.tables.set(mfn, level);
+    as?.tables.set(mfn, level);
     if (this.pinning === "eager") {
       this.mapper.protect(this, mfn, pfn, false);
       this.hc.queueMmuext([{ cmd: PIN_CMD[level], arg1: BigInt(mfn) }]);
-    } else if (as.validated) {
+    } else if (as?.validated) {
       this.mapper.protect(this, mfn, pfn, false);
     }
     return mfn;
@@ -355,10 +364,6 @@ export class Kernel {
     return as.validated || this.pinning === "eager";
   }
 
-  private validated(as: AddressSpace): boolean {
-    return as.validated || this.pinning === "eager";
-  }
-
   /** The frame mapped writable at kernel VA `va`, for a run of plain stores into it. */
   writableFrame(va: number): Uint32Array {
     return this.h.mem.frameForWrite(Math.floor(this.kpa(va, true) / 4096));
@@ -366,7 +371,7 @@ export class Kernel {
 
   /** Write entry `index` of table `mfn` (of `as`): mmu_update if validated, else a plain store. */
   setEntry(as: AddressSpace, mfn: number, index: number, lo: number, hi: number, cmd = 0): void {
-    if (this.validated(as)) {
+    if (this.isValidated(as)) {
       this.hc.queuePte(mfn * 4096 + index * 8, lo, hi, cmd);
     } else {
       const pfn = this.pfnOf(mfn);
@@ -382,7 +387,7 @@ export class Kernel {
     if (level === 3 && parent === as.l4 && as.userL4 !== 0) this.setEntry(as, as.userL4, index, lo, hi);
     this.mapper.linked(this, parent, index, child, level);
     // A kernel that goes on walking reads the parent it just changed: issue the update now.
-    if (this.validated(as)) this.hc.flush();
+    if (this.isValidated(as)) this.hc.flush();
   }
 
   // Result of the last walk: the L1 (mfn, VA for reading) covering the address.
@@ -405,7 +410,7 @@ export class Kernel {
 
   private walkTo(as: AddressSpace, va: number, create: boolean, stop: number): boolean {
     const m = this.mapper;
-    const viaStrategy = this.validated(as);
+    const viaStrategy = this.isValidated(as);
     let t = as.l4;
     let tva = viaStrategy ? m.open(this, as) : m.kva(this, t, this.pfnOf(t), 0);
     for (let level = 4; level > stop; level--) {
@@ -431,7 +436,7 @@ export class Kernel {
 
   /** Write entries [from, to) of `page` (present ones) into L1 `l1` of `as`, reachable at `l1va`. */
   copyEntries(as: AddressSpace, l1: number, l1va: number, page: Uint32Array, from: number, to: number): void {
-    if (this.validated(as)) {
+    if (this.isValidated(as)) {
       for (let i = from; i < to; i++) {
         if (page[i * 2] & LO_P) this.hc.queuePte(l1 * 4096 + i * 8, page[i * 2], page[i * 2 + 1]);
       }
@@ -453,7 +458,7 @@ export class Kernel {
 
   /** Unlink table `child` (of `level`) from `parent`'s `index` and free it (free_pgtables). */
   unlinkTable(as: AddressSpace, parent: number, index: number, child: number, level: number): void {
-    const validated = this.validated(as);
+    const validated = this.isValidated(as);
     this.setEntry(as, parent, index, 0, 0);
     if (this.pinning === "eager")
       this.hc.queueMmuext([{ cmd: MMUEXT.MMUEXT_UNPIN_TABLE, arg1: BigInt(child) }]);
@@ -468,10 +473,9 @@ export class Kernel {
 
   /** Create an address space: an L4 with the kernel half copied from the kernel's, and a user L4. */
   createAs(withUserL4: boolean): AddressSpace {
-    const l4 = this.newTable({ validated: false, l4: 0 } as AddressSpace, 4);
-    const user = withUserL4 ? this.newTable({ validated: false, l4: 0 } as AddressSpace, 4) : 0;
-    const as = new AddressSpace(this.nextAsId++, l4, user);
-    as.tables.delete(l4);
+    const l4 = this.newTable(null, 4);
+    const user = withUserL4 ? this.newTable(null, 4) : 0;
+    const as = new AddressSpace(l4, user);
     if (this.kernelAs) {
       // pgd_ctor: the kernel half points at the kernel's shared L3s.
       // Every space shares the kernel half: read it from the one loaded now.
@@ -479,19 +483,13 @@ export class Kernel {
       for (let i = 256; i < 512; i++) {
         if (i >= XEN_SLOTS_START && i < XEN_SLOTS_END) continue;
         const lo = kernelL4[i * 2];
-        if ((lo & LO_P) === 0 || this.isPerAsSlot(i)) continue;
+        if ((lo & LO_P) === 0 || this.mapper.perAsSlots.includes(i)) continue;
         this.setEntry(as, l4, i, lo, kernelL4[i * 2 + 1]);
       }
     }
     this.mapper.initRoot(this, as);
     return as;
   }
-
-  /** L4 slots that belong to one address space (recursive, alternate), not copied from the kernel's. */
-  isPerAsSlot(i: number): boolean {
-    return this.perAsSlots.includes(i);
-  }
-  perAsSlots: number[] = [];
 
   /** Pin `as` (Linux's xen_pgd_pin): every table read-only, then the L4s pinned. */
   pin(as: AddressSpace): void {
@@ -589,10 +587,5 @@ export class Kernel {
       hi,
       flush === "invlpg" ? UVMF_INVLPG : flush === "all" ? UVMF_TLB_FLUSH : 0,
     );
-  }
-
-  /** The auditor-facing check that the last hypercall batch succeeded is done by `Hypercalls`. */
-  static isHypercallFailure(e: unknown): e is HypercallFailed {
-    return e instanceof HypercallFailed;
   }
 }

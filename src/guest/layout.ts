@@ -55,11 +55,6 @@ export function vaLo(va: number): number {
   return va >>> 0;
 }
 
-/** The canonical 64-bit address, for the hypercall API edge. */
-export function vaBig(va: number): bigint {
-  return BigInt.asUintN(64, BigInt.asIntN(48, BigInt(va)));
-}
-
 /** Table index of `va` at `level` (1 = L1 … 4 = L4). */
 export function indexAt(va: number, level: number): number {
   // ToUint32 truncates the quotient and keeps its low 32 bits, of which the index is the low 9.
@@ -71,33 +66,6 @@ const SPAN = [8, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48];
 /** The VA a page-table slot path names: L4 index, L3, L2, L1 indices and offset. */
 export function vaOf(l4: number, l3: number, l2: number, l1: number, offset = 0): number {
   return (((l4 * 512 + l3) * 512 + l2) * 512 + l1) * 4096 + offset;
-}
-
-/** Span of one entry at `level` (4 KiB, 2 MiB, 1 GiB, 512 GiB). */
-export function entrySpan(level: number): number {
-  return 2 ** (3 + 9 * level);
-}
-
-/**
- * Recursive-window addresses: with L4 slot `r` pointing at the L4 itself, the level-`level`
- * table that maps `va` sits at a computed address, reached through `top` (the recursive slot,
- * or NetBSD's alternate slot for another address space) and then `level`-dependent repeats of
- * `r`.
- */
-export function recursiveTableVa(va: number, level: number, top: number, r = RECURSIVE_SLOT): number {
-  const i4 = indexAt(va, 4);
-  const i3 = indexAt(va, 3);
-  const i2 = indexAt(va, 2);
-  switch (level) {
-    case 4:
-      return vaOf(top, r, r, r);
-    case 3:
-      return vaOf(top, r, r, i4);
-    case 2:
-      return vaOf(top, r, i4, i3);
-    default:
-      return vaOf(top, i4, i3, i2);
-  }
 }
 
 /** Xen's L4 slots (256–271), which a guest cannot use. */

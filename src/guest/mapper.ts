@@ -31,6 +31,8 @@ export interface PageTableMapper {
   vaSlots(k: Kernel): number;
   /** Whether the kernel has a direct map of RAM (built at boot) under this strategy. */
   readonly directMap: boolean;
+  /** L4 slots that belong to each address space (recursive, alternate), not copied from the kernel's. */
+  readonly perAsSlots: readonly number[];
 
   /** Boot-time setup once the kernel's own (pinned) address space exists. */
   setup(k: Kernel): void;

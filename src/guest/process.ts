@@ -113,7 +113,6 @@ export class Process {
   private releasePages(start: number, end: number): void {
     const k = this.k;
     const m2pLo = k.h.frames.m2pLo;
-    const mapcount = k.mapcount;
     for (let w = Math.floor(start / WINDOW) * WINDOW; w < end; w += WINDOW) {
       if (!k.walkToL1(this.as, w, false)) continue;
       const t = k.readPage(k.wVa);
@@ -122,9 +121,7 @@ export class Process {
       for (let i = i0; i < i1; i++) {
         const lo = t[i * 2];
         if ((lo & LO_P) === 0) continue;
-        const pfn = m2pLo[((t[i * 2 + 1] & 0x7ff) << 20) | (lo >>> 12)];
-        if (mapcount[pfn] === 0) throw new GuestError(`unmapping pfn ${pfn} with no mappings`);
-        if (--mapcount[pfn] === 0) k.freePfn(pfn);
+        k.unmapUserPage(m2pLo[((t[i * 2 + 1] & 0x7ff) << 20) | (lo >>> 12)]);
       }
       k.m2pLookups += i1 - i0;
     }
@@ -192,7 +189,7 @@ export class Process {
     else {
       const ops = [];
       for (let va = start; va < end; va += PAGE)
-        ops.push({ cmd: MMUEXT.MMUEXT_INVLPG_LOCAL, arg1: vaArg(va) });
+        ops.push({ cmd: MMUEXT.MMUEXT_INVLPG_LOCAL, arg1: BigInt(va) });
       k.hc.mmuext(ops.slice(0, FLUSH_CEILING));
     }
   }
@@ -270,7 +267,7 @@ export class Process {
     k.mapcount[pfn] = 1;
     const [nlo, nhi] = Kernel.userPte(mfn, true, vma.exec);
     k.setEntry(this.as, l1, i, nlo, nhi);
-    k.hc.mmuext([{ cmd: MMUEXT.MMUEXT_INVLPG_LOCAL, arg1: vaArg(page) }]);
+    k.hc.mmuext([{ cmd: MMUEXT.MMUEXT_INVLPG_LOCAL, arg1: BigInt(page) }]);
     k.unmapUserPage(old);
     return "fault:cow";
   }
@@ -283,10 +280,7 @@ export class Process {
       const t0 = performance.now();
       const kind = this.handleFault(fva, (code & 2) !== 0);
       if (kind === undefined) return false;
-      const s = k.ops[kind] ?? { count: 0, ms: 0 };
-      s.count++;
-      s.ms += performance.now() - t0;
-      k.ops[kind] = s;
+      k.record(kind, performance.now() - t0);
       return true;
     });
   }
@@ -394,8 +388,4 @@ export class Process {
       this.exited = true;
     });
   }
-}
-
-function vaArg(va: number): bigint {
-  return BigInt(va);
 }

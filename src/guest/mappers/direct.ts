@@ -17,6 +17,7 @@ import { DIRECT_MAP_BASE, SLOT_SIZE } from "../layout.js";
 import type { PageTableMapper } from "../mapper.js";
 
 export class DirectMapper implements PageTableMapper {
+  readonly perAsSlots: readonly number[] = [];
   readonly directMap = true;
 
   constructor(readonly name: "direct-mfn" | "direct-pfn") {}

@@ -34,14 +34,17 @@ export class RecursiveMapper implements PageTableMapper {
   /** Times another address space was opened (CR3 switches or APDP writes). */
   foreignOpens = 0;
 
-  constructor(readonly name: "recursive" | "netbsd") {}
+  readonly perAsSlots: readonly number[];
+
+  constructor(readonly name: "recursive" | "netbsd") {
+    this.perAsSlots = name === "netbsd" ? [RECURSIVE_SLOT, APTE_SLOT] : [RECURSIVE_SLOT];
+  }
 
   vaSlots(): number {
     return this.name === "netbsd" ? 2 : 1;
   }
 
   setup(k: Kernel): void {
-    k.perAsSlots = this.name === "netbsd" ? [RECURSIVE_SLOT, APTE_SLOT] : [RECURSIVE_SLOT];
     this.initRoot(k, k.kernelAs);
     k.hc.flush();
   }

@@ -26,6 +26,7 @@ const MAX_SLOTS = SLOTS_PER_L1 * 512;
 
 export class ShadowMapper implements PageTableMapper {
   readonly name = "shadow" as const;
+  readonly perAsSlots: readonly number[] = [];
   readonly directMap = false;
   private readonly temp = new TempSlots();
   /** Window slot of each table frame (by mfn). */
@@ -103,8 +104,7 @@ export class ShadowMapper implements PageTableMapper {
   private rawTable(k: Kernel, level: number): number {
     const pfn = k.allocPfn();
     const mfn = k.mfnOf(pfn);
-    k.tableLevel[pfn] = level;
-    k.tableCount[level - 1]++;
+    k.noteTable(pfn, level);
     // Never mapped by the kernel before: zero it through a temporary slot, then drop the slot.
     k.zeroPage(this.temp.map(k, mfn, 0));
     this.temp.drop(k, mfn);
