@@ -20,7 +20,10 @@ import {
 } from "../guest/report.js";
 import { MAX_GUEST_BYTES, type RunOptions, runWorkload } from "../guest/run.js";
 import { renderRunSummary } from "../report/summary.js";
+import type { LinearPolicy } from "../xen/host.js";
 import { UsageError } from "./errors.js";
+
+const LINEAR_POLICIES: readonly LinearPolicy[] = ["xen", "self-only", "split-count"];
 
 /** What runs a workload: `runWorkload`, or a stand-in (tests). */
 export type Runner = (opts: RunOptions) => RunReport;
@@ -109,6 +112,7 @@ interface RunFlags {
   iterations?: string;
   mmuBatch?: string;
   mcBatch?: string;
+  linearPolicy?: string;
   json?: boolean;
 }
 
@@ -134,6 +138,13 @@ export function runOptionsFrom(o: RunFlags): RunOptions {
   };
   if (o.boot !== undefined) opts.bootMethod = parseChoice<BootMethod>(o.boot, BOOT_METHODS, "boot method");
   if (o.iterations !== undefined) opts.iterations = parseCount(o.iterations, "--iterations");
+  if (o.linearPolicy !== undefined) {
+    opts.linearPolicy = parseChoice<LinearPolicy>(
+      o.linearPolicy,
+      LINEAR_POLICIES,
+      "linear page-table policy",
+    );
+  }
   if (o.mmuBatch !== undefined) opts.mmuBatch = parseBatch(o.mmuBatch, "--mmu-batch");
   if (o.mcBatch !== undefined) opts.mcBatch = parseBatch(o.mcBatch, "--mc-batch");
   return opts;
@@ -155,6 +166,10 @@ export function registerRun(
     .option("--boot <method>", `how the first page tables are built: ${BOOT_METHODS.join(", ")}`)
     .option("--seed <n>", "seed for the workload's choices (0 to 4294967295)", "1")
     .option("--iterations <n>", "scale of the workload (default: per workload)")
+    .option(
+      "--linear-policy <p>",
+      "the hypervisor's linear page-table rule: xen (default), self-only, split-count",
+    )
     .option("--mmu-batch <n>", "mmu_update queue length (default: 2048 for netbsd, 32 otherwise)")
     .option("--mc-batch <n>", "multicall batch size (default 32; 1: no multicalls)")
     .option("--json", "print the report as JSON")

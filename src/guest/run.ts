@@ -50,6 +50,7 @@ export function bootOnHost(o: RunOptions): { h: Host; kernel: Kernel; boot: RunR
   const h = new Host({ memoryMiB: guestMiB + Math.ceil(guestMiB / 32) + 96, linearPolicy: o.linearPolicy });
   h.createDomain({ domid: 1, pages: guestMiB * 256 });
   if (o.workload === "grant-io") h.createDomain({ domid: 2, pages: 1024 });
+  const t0 = performance.now();
   const { kernel, boot } = bootGuest(h, 1, {
     mapper: makeMapper(o.strategy),
     pinning: o.pinning,
@@ -58,6 +59,7 @@ export function bootOnHost(o: RunOptions): { h: Host; kernel: Kernel; boot: RunR
     mmuBatch: o.mmuBatch ?? (o.strategy === "netbsd" ? 2048 : 32),
     mcBatch: o.mcBatch ?? 32,
   });
+  kernel.record("boot", performance.now() - t0);
   return { h, kernel, boot };
 }
 

@@ -49,6 +49,7 @@ describe("pvmmu run: argument errors", () => {
     ["seed beyond 32 bits", ["--seed", "4294967296"], /--seed: 4294967296 is out of range/],
     ["zero iterations", ["--iterations", "0"], /--iterations: 0 is out of range/],
     ["a huge mmu_update batch", ["--mmu-batch", "100000"], /--mmu-batch: 100000 is out of range/],
+    ["an unknown linear policy", ["--linear-policy", "bogus"], /unknown linear page-table policy 'bogus'/],
     ["a multicall batch of nothing", ["--mc-batch", "0"], /--mc-batch: 0 is out of range/],
   ];
   for (const [what, flags, message] of bad) {

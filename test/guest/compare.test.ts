@@ -55,6 +55,22 @@ describe("pvmmu compare on real runs", () => {
     }
   });
 
+  it("pvmmu run: NetBSD's alternate slot under the 2004 linear rule is a guest panic (exit 1, one line)", async () => {
+    let out = "";
+    let err = "";
+    const argv = ["run", "--strategy", "netbsd", "--pinning", "eager", "--workload", "fork-exec-exit"];
+    const code = await main(
+      [...argv, "--memory", "64M", "--iterations", "1", "--linear-policy", "self-only"],
+      {
+        out: (s) => (out += s),
+        err: (s) => (err += s),
+      },
+    );
+    expect(code).toBe(1);
+    expect(out).toBe("");
+    expect(err).toMatch(/^pvmmu: guest kernel panic: .*-EINVAL.*\n$/);
+  });
+
   it("the same options give the same report, wall times aside", () => {
     const o = {
       strategy: "netbsd",

@@ -73,6 +73,28 @@ describe.each(STRATEGIES.flatMap((s) => PINNING_POLICIES.map((p) => [s, p] as co
       clean(h);
     });
 
+    it("boots at several sizes with either method, the auditor clean, all RAM reachable", () => {
+      for (const mib of [64, 1088]) {
+        for (const method of ["top-down", "linear"] as const) {
+          const h = new Host({ memoryMiB: mib + 128 });
+          h.createDomain({ domid: 1, pages: mib * 256 });
+          const { kernel: k, boot } = bootGuest(h, 1, { mapper: makeMapper(strategy), pinning, method });
+          clean(h);
+          if (k.mapper.directMap) {
+            expect(boot.mappedPages).toBe(k.pages);
+            for (const pfn of [0, k.pages >> 1, k.pages - 1]) {
+              k.read64(k.mapper.kva(k, k.mfnOf(pfn), pfn, 0)); // reachable through the direct map
+            }
+          }
+          const p = new Process(k);
+          p.switchTo();
+          p.touch(p.mmap(PAGE), true, 9);
+          p.exit();
+          clean(h);
+        }
+      }
+    });
+
     it("fork shares pages copy-on-write, exec replaces the space, exit frees everything", () => {
       const { h, k } = guest(strategy, pinning);
       const base0 = inUse(k);
