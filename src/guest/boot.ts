@@ -61,8 +61,18 @@ interface Layout {
   /** First pfn of the builder's tables, and their count. */
   tablesAt: number;
   tables: number;
+  /** First pfn of the P2M list (`start_info.mfn_list`), and its pages (512 entries each). */
+  p2mAt: number;
+  p2mPages: number;
+  /** The start-info page. */
+  startInfo: number;
   /** End of the initial mapping (pfns [0, end) are mapped). */
   end: number;
+}
+
+/** Pages of a P2M list of `pages` entries (8 bytes each). */
+export function p2mListPages(pages: number): number {
+  return Math.ceil(pages / 512);
 }
 
 /**
@@ -90,15 +100,29 @@ function tablesFor(end: number, vaOf: (pfn: number) => number): number {
  */
 function builderLayout(pages: number, reserve: number, vaOf: (pfn: number) => number): Layout {
   const image = kernelImagePages(pages);
+  // After the tables: the P2M list and the start-info page, as libxc's builder places them.
+  const extra = p2mListPages(pages) + 1;
   let tables = 4;
   for (;;) {
-    const need = tablesFor(image + BRK_PAGES + reserve + tables, vaOf);
+    const need = tablesFor(image + BRK_PAGES + reserve + tables + extra, vaOf);
     if (need <= tables) break;
     tables = need;
   }
-  const end = image + BRK_PAGES + reserve + tables;
+  const tablesAt = image + BRK_PAGES + reserve;
+  const end = tablesAt + tables + extra;
   if (end > pages) throw new GuestError(`the initial mapping (${end} pages) does not fit in the guest`);
-  return { image, brk: image, reserve, tablesAt: image + BRK_PAGES + reserve, tables, end };
+  const p2mAt = tablesAt + tables;
+  return {
+    image,
+    brk: image,
+    reserve,
+    tablesAt,
+    tables,
+    p2mAt,
+    p2mPages: extra - 1,
+    startInfo: p2mAt + extra - 1,
+    end,
+  };
 }
 
 /**
@@ -266,7 +290,7 @@ function buildInitialTables(h: Host, k: Kernel, layout: Layout, dm: DirectMapTab
   const tables: [number, number][] = [];
   const take = (level: number) => {
     const pfn = next++;
-    if (pfn >= layout.end) throw new GuestError("domain builder: table estimate too small");
+    if (pfn >= layout.p2mAt) throw new GuestError("domain builder: table estimate too small");
     tables.push([pfn, level]);
     k.tableLevel[pfn] = level;
     k.tableCount[level - 1]++;
@@ -274,7 +298,7 @@ function buildInitialTables(h: Host, k: Kernel, layout: Layout, dm: DirectMapTab
   };
   for (let p = 0; p < layout.end; p++) k.alloc.take(p);
   // Every page set aside for the builder's tables is mapped read-only, used or not.
-  for (let p = layout.tablesAt; p < layout.end; p++) k.tableLevel[p] = 1;
+  for (let p = layout.tablesAt; p < layout.p2mAt; p++) k.tableLevel[p] = 1;
   const l4 = take(4);
   const put = (mfn: number, i: number, lo: number, hi: number) => {
     if (!h.poke(k.domid, mfn, i, (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0))) {
@@ -308,7 +332,8 @@ function buildInitialTables(h: Host, k: Kernel, layout: Layout, dm: DirectMapTab
     put(l1, indexAt(va, 1), lo, hi);
   }
   l1For(TEMP_WINDOW_BASE);
-  for (let p = next; p < layout.end; p++) k.tableLevel[p] = 0;
+  for (let p = next; p < layout.p2mAt; p++) k.tableLevel[p] = 0;
+  writeP2mList(h, k, layout);
   // Xen pins the builder's L4 and loads it (arch_set_info_guest); not the guest's hypercalls.
   const pin = h.mmuextOp(k.domid, [
     { cmd: MMUEXT.MMUEXT_PIN_L4_TABLE, arg1: BigInt(l4) },
@@ -320,6 +345,32 @@ function buildInitialTables(h: Host, k: Kernel, layout: Layout, dm: DirectMapTab
   for (const [pfn, level] of tables) if (level < 4) as.tables.set(k.p2m[pfn], level);
   k.kernelAs = as;
   k.current = as;
+  k.spaces.add(as);
+}
+
+/**
+ * The builder writes the guest's P2M list (pfn → mfn, 8 bytes each) into its pages and points
+ * the start-info register and `shared_info.arch` at it; the kernel keeps using it in place (a
+ * typed copy serves its lookups) and re-reads it after a restore.
+ */
+function writeP2mList(h: Host, k: Kernel, layout: Layout): void {
+  const d = h.domain(k.domid)!;
+  const frames: number[] = [];
+  for (let i = 0; i < layout.p2mPages; i++) {
+    const mfn = k.p2m[layout.p2mAt + i];
+    frames.push(mfn);
+    const t = h.mem.frameForWrite(mfn);
+    const n = Math.min(512, k.pages - i * 512);
+    for (let j = 0; j < n; j++) {
+      const m = k.p2m[i * 512 + j];
+      t[j * 2] = m >>> 0;
+      t[j * 2 + 1] = Math.floor(m / 2 ** 32);
+    }
+  }
+  d.sharedArch = { maxPfn: k.pages, p2mFrames: frames };
+  k.p2mListPfn = layout.p2mAt;
+  k.v.startInfo = k.p2m[layout.startInfo];
+  k.startInfoPfn = layout.startInfo;
 }
 
 /** The kernel maps the rest of RAM into its direct map (top-down or linear). */

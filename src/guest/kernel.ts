@@ -105,6 +105,21 @@ class PfnAllocator {
     this.mark(pfn);
   }
 
+  /** The allocator's state (pfns only). */
+  save(): { freed: Int32Array; next: number; inUse: number } {
+    return { freed: this.freed.slice(0, this.top), next: this.next, inUse: this.inUse };
+  }
+
+  load(s: { freed: Int32Array; next: number; inUse: number }, used: Uint8Array): void {
+    if (used.length !== this.pages) throw new GuestError("saved allocator does not match the guest's size");
+    this.used.set(used);
+    this.freed = new Int32Array(Math.max(1024, s.freed.length * 2));
+    this.freed.set(s.freed);
+    this.top = s.freed.length;
+    this.next = s.next;
+    this.inUse = s.inUse;
+  }
+
   free(pfn: number): void {
     if (!this.used[pfn]) throw new GuestError(`double free of pfn ${pfn}`);
     this.used[pfn] = 0;
@@ -139,6 +154,11 @@ export class Kernel {
   kernelAs!: AddressSpace;
   /** The address space the vCPU's kernel base pointer holds. */
   current!: AddressSpace;
+  /** Every address space (Linux's pgd_list, NetBSD's pmap list), the kernel's first. */
+  readonly spaces = new Set<AddressSpace>();
+  /** First pfn of the P2M list pages (in the initial mapping), and the start-info page. */
+  p2mListPfn = -1;
+  startInfoPfn = -1;
 
   /** Result of the last `read64`. */
   lo = 0;
@@ -476,6 +496,7 @@ export class Kernel {
     const l4 = this.newTable(null, 4);
     const user = withUserL4 ? this.newTable(null, 4) : 0;
     const as = new AddressSpace(l4, user);
+    this.spaces.add(as);
     if (this.kernelAs) {
       // pgd_ctor: the kernel half points at the kernel's shared L3s.
       // Every space shares the kernel half: read it from the one loaded now.
@@ -544,6 +565,7 @@ export class Kernel {
     as.validated = false;
     for (const [mfn, level] of all) this.freeTable(mfn, level);
     as.tables.clear();
+    this.spaces.delete(as);
   }
 
   /** Free a (no longer validated, writable) table frame. */

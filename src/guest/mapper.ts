@@ -71,4 +71,15 @@ export interface PageTableMapper {
   tableFreed(k: Kernel, mfn: number, pfn: number, level: number): void;
   /** An address space is being destroyed (netbsd: drop an alternate-slot entry naming it). */
   release(k: Kernel, as: AddressSpace): void;
+
+  /**
+   * The strategy's own bookkeeping for a suspend, with every frame as a pfn (no machine frame
+   * number survives a save); between kernel operations (nothing open).
+   */
+  saveState(k: Kernel): MapperState;
+  /** Take `saveState`'s result back on a resumed kernel, pfns turned into its new frames. */
+  loadState(k: Kernel, s: MapperState): void;
 }
+
+/** A strategy's saved bookkeeping: plain data, frames as pfns. */
+export type MapperState = Record<string, number | number[] | [number, number][]>;

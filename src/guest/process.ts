@@ -37,7 +37,7 @@ const WINDOW = 2 ** 21;
 let nextPid = 1;
 
 export class Process {
-  readonly pid = nextPid++;
+  pid = nextPid++;
   as: AddressSpace;
   vmas: Vma[] = [];
   exited = false;
@@ -47,6 +47,16 @@ export class Process {
     as?: AddressSpace,
   ) {
     this.as = as ?? k.op("create", () => k.createAs(true));
+  }
+
+  /** A process saved with its guest, resumed on `k` (with its resumed address space). */
+  static resume(k: Kernel, as: AddressSpace | undefined, pid: number, vmas: Vma[], exited: boolean): Process {
+    const p = new Process(k, as ?? k.kernelAs);
+    p.pid = pid;
+    nextPid = Math.max(nextPid, pid + 1);
+    p.vmas = vmas.map((v) => ({ ...v }));
+    p.exited = exited;
+    return p;
   }
 
   // ---------------------------------------------------------------- VMAs

@@ -26,19 +26,28 @@ import {
 import type { Host } from "../xen/host.js";
 import { GuestError, type Kernel } from "./kernel.js";
 import { indexAt } from "./layout.js";
-import { Process } from "./process.js";
+import { Process, type Vma } from "./process.js";
 import type { WorkloadName } from "./report.js";
 
-/** mulberry32: a small, fast, seeded generator. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
+/** mulberry32: a small, fast, seeded generator whose state is one number (saved with the guest). */
+export class Rng {
+  constructor(public state: number) {
+    this.state = state >>> 0;
+  }
+
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  }
+}
+
+/** mulberry32 as a function. */
+export function rng(seed: number): () => number {
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 export interface WorkloadOptions {
@@ -63,77 +72,192 @@ export const DEFAULT_ITERATIONS: Record<WorkloadName, number> = {
 };
 
 export function runWorkloadOn(k: Kernel, name: WorkloadName, o: WorkloadOptions): void {
-  const n = o.iterations ?? DEFAULT_ITERATIONS[name];
-  const rand = rng(o.seed);
-  const ram = k.pages * 4096;
-  switch (name) {
-    case "boot":
-      return;
-    case "fork-exec-exit": {
-      const parent = new Process(k);
-      const bytes = o.mapped ?? Math.min(64 * MiB, ram / 8);
-      parent.switchTo();
-      const base = parent.mmap(bytes);
-      parent.touchRange(base, bytes, true);
-      for (let i = 0; i < n; i++) forkExecExit(parent);
-      parent.exit();
-      return;
-    }
-    case "mmap-churn": {
+  const run = new WorkloadRun(k, name, o);
+  while (run.next()) {}
+}
+
+/** A workload's progress, saved with the guest across a save or migration (plain data, no frames). */
+export interface WorkloadState {
+  name: WorkloadName;
+  iterations: number;
+  mapped: number;
+  frontend: number;
+  step: number;
+  rng: number;
+  /** Processes by pid, with their address space (index into the kernel's saved spaces). */
+  procs: { pid: number; as: number; vmas: Vma[]; exited: boolean }[];
+  bases: number[];
+  bytes: number;
+}
+
+/**
+ * A workload as a sequence of steps — set-up, one step per iteration, tear-down — so that a
+ * guest can be suspended between two steps (saved, migrated) and go on elsewhere: `next()` runs
+ * one step and says whether any remain.
+ */
+export class WorkloadRun {
+  readonly name: WorkloadName;
+  readonly iterations: number;
+  readonly mapped: number;
+  readonly frontend: number;
+  step = 0;
+  readonly rand: Rng;
+  procs: Process[] = [];
+  bases: number[] = [];
+  bytes = 0;
+
+  constructor(
+    readonly k: Kernel,
+    name: WorkloadName,
+    o: WorkloadOptions,
+  ) {
+    this.name = name;
+    this.iterations = o.iterations ?? DEFAULT_ITERATIONS[name];
+    this.mapped = o.mapped ?? -1;
+    this.frontend = o.frontend ?? -1;
+    this.rand = new Rng(o.seed);
+  }
+
+  /** Steps in all: set-up, the iterations, tear-down (none for boot). */
+  get steps(): number {
+    return this.name === "boot" ? 0 : this.iterations + 2;
+  }
+
+  get done(): boolean {
+    return this.step >= this.steps;
+  }
+
+  /** Run the next step; false once there is none left. */
+  next(): boolean {
+    if (this.done) return false;
+    const i = this.step;
+    if (i === 0) this.setUp();
+    else if (i <= this.iterations) this.iterate();
+    else this.tearDown();
+    this.step++;
+    return !this.done;
+  }
+
+  private setUp(): void {
+    const k = this.k;
+    const ram = k.pages * 4096;
+    const one = (bytes: number) => {
       const p = new Process(k);
       p.switchTo();
-      for (let i = 0; i < n; i++) {
+      this.procs = [p];
+      this.bytes = bytes;
+      if (bytes > 0) {
+        this.bases = [p.mmap(bytes)];
+        p.touchRange(this.bases[0], bytes, true);
+      }
+    };
+    switch (this.name) {
+      case "fork-exec-exit":
+        return one(this.mapped >= 0 ? this.mapped : Math.min(64 * MiB, ram / 8));
+      case "cow-storm":
+        return one(this.mapped >= 0 ? this.mapped : Math.min(16 * MiB, ram / 16));
+      case "mmap-churn":
+        return one(0);
+      case "server": {
+        const count = 16;
+        const ws = Math.min(4 * MiB, Math.floor(ram / 64 / count / 4096) * 4096);
+        this.bytes = ws;
+        for (let i = 0; i < count; i++) {
+          const p = new Process(k);
+          p.switchTo();
+          this.bases.push(p.mmap(ws));
+          this.procs.push(p);
+        }
+        return;
+      }
+      case "grant-io":
+        return grantIoSetUp(this);
+      case "boot":
+        return;
+    }
+  }
+
+  private iterate(): void {
+    const rand = () => this.rand.next();
+    const [p] = this.procs;
+    switch (this.name) {
+      case "fork-exec-exit":
+        return forkExecExit(p);
+      case "mmap-churn": {
         const pages = 1 + Math.floor(rand() * 128);
         const a = p.mmap(pages * 4096);
         p.touchRange(a, pages * 4096, true);
         p.mprotect(a, Math.ceil(pages / 2) * 4096, false, false);
         for (let j = 0; j < 4; j++) p.touch(a + Math.floor(rand() * pages) * 4096, false);
         p.munmap(a, pages * 4096);
+        return;
       }
-      p.exit();
-      return;
-    }
-    case "cow-storm": {
-      const parent = new Process(k);
-      const bytes = o.mapped ?? Math.min(16 * MiB, ram / 16);
-      parent.switchTo();
-      const base = parent.mmap(bytes);
-      parent.touchRange(base, bytes, true);
-      for (let i = 0; i < n; i++) {
-        const child = parent.fork();
+      case "cow-storm": {
+        const base = this.bases[0];
+        const child = p.fork();
         child.switchTo();
-        child.touchRange(base, bytes, true);
+        child.touchRange(base, this.bytes, true);
         child.exit();
-        parent.switchTo();
-        // The parent's pages are shared no more: its next writes reuse them in place.
-        parent.touchRange(base, bytes, true);
-      }
-      parent.exit();
-      return;
-    }
-    case "server": {
-      const procs: Process[] = [];
-      const count = 16;
-      const ws = Math.min(4 * MiB, Math.floor(ram / 64 / count / 4096) * 4096);
-      const bases: number[] = [];
-      for (let i = 0; i < count; i++) {
-        const p = new Process(k);
         p.switchTo();
-        bases.push(p.mmap(ws));
-        procs.push(p);
+        // The parent's pages are shared no more: its next writes reuse them in place.
+        p.touchRange(base, this.bytes, true);
+        return;
       }
-      for (let i = 0; i < n; i++) {
-        const j = Math.floor(rand() * count);
-        procs[j].switchTo();
+      case "server": {
+        const ws = this.bytes;
+        const j = Math.floor(rand() * this.procs.length);
+        this.procs[j].switchTo();
         for (let t = 0; t < 8; t++)
-          procs[j].touch(bases[j] + Math.floor(rand() * (ws / 4096)) * 4096, rand() < 0.5);
+          this.procs[j].touch(this.bases[j] + Math.floor(rand() * (ws / 4096)) * 4096, rand() < 0.5);
+        return;
       }
-      for (const p of procs) p.exit();
-      return;
+      case "grant-io":
+        return grantIoBatch(this, rand);
+      case "boot":
+        return;
     }
-    case "grant-io":
-      grantIo(k, n, o.frontend ?? -1, rand);
-      return;
+  }
+
+  private tearDown(): void {
+    for (const p of this.procs) if (!p.exited) p.exit();
+  }
+
+  /** The progress as plain data; `asIndex` names an address space by its index in the kernel's saved state. */
+  save(asIndex: (as: Process["as"]) => number): WorkloadState {
+    return {
+      name: this.name,
+      iterations: this.iterations,
+      mapped: this.mapped,
+      frontend: this.frontend,
+      step: this.step,
+      rng: this.rand.state,
+      procs: this.procs.map((p) => ({
+        pid: p.pid,
+        as: p.exited ? -1 : asIndex(p.as),
+        vmas: p.vmas.map((v) => ({ ...v })),
+        exited: p.exited,
+      })),
+      bases: [...this.bases],
+      bytes: this.bytes,
+    };
+  }
+
+  /** A saved run, resumed on kernel `k` (`asAt` gives the resumed address space of an index). */
+  static load(k: Kernel, s: WorkloadState, asAt: (i: number) => Process["as"]): WorkloadRun {
+    const run = new WorkloadRun(k, s.name, {
+      seed: 0,
+      iterations: s.iterations,
+      mapped: s.mapped,
+      frontend: s.frontend,
+    });
+    run.rand.state = s.rng >>> 0;
+    run.step = s.step;
+    run.procs = s.procs.map((p) =>
+      Process.resume(k, p.exited ? undefined : asAt(p.as), p.pid, p.vmas, p.exited),
+    );
+    run.bases = [...s.bases];
+    run.bytes = s.bytes;
+    return run;
   }
 }
 
@@ -147,9 +271,11 @@ export function forkExecExit(parent: Process): void {
   parent.switchTo();
 }
 
-/** Grant I/O: the back-end (this kernel) maps batches of the front-end's granted pages. */
-function grantIo(k: Kernel, batches: number, frontend: number, rand: () => number): void {
+/** Grant I/O set-up: the front-end grants pages to this kernel; one back-end process maps them. */
+function grantIoSetUp(run: WorkloadRun): void {
+  const k = run.k;
   const h: Host = k.h;
+  const frontend = run.frontend;
   const fe = h.domain(frontend);
   if (!fe) throw new GuestError("grant-io needs a front-end domain");
   const refs = Math.min(32, fe.grants.nrEntries - 8);
@@ -160,8 +286,20 @@ function grantIo(k: Kernel, batches: number, frontend: number, rand: () => numbe
   }
   const p = new Process(k);
   p.switchTo();
-  const base = p.mmap(refs * 4096);
-  for (let b = 0; b < batches; b++) {
+  run.procs = [p];
+  run.bytes = refs;
+  run.bases = [p.mmap(refs * 4096)];
+}
+
+/** One grant I/O batch: map some of the granted pages into the back-end's page tables, read, unmap. */
+function grantIoBatch(run: WorkloadRun, rand: () => number): void {
+  const k = run.k;
+  const h: Host = k.h;
+  const frontend = run.frontend;
+  const refs = run.bytes;
+  const p = run.procs[0];
+  const base = run.bases[0];
+  {
     const n = 1 + Math.floor(rand() * refs);
     const maps: { host_addr: bigint; flags: number; ref: number; dom: number }[] = [];
     for (let i = 0; i < n; i++) {
@@ -194,5 +332,4 @@ function grantIo(k: Kernel, batches: number, frontend: number, rand: () => numbe
     k.hc.transitions.grant_table_op++;
     if (r2.results.some((x) => x.status !== 0)) throw new GuestError("unmap_grant_ref failed");
   }
-  p.exit();
 }

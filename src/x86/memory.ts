@@ -142,6 +142,7 @@ export class PhysicalMemory {
         `frame 0x${pfn.toString(16)} is outside physical memory (${this.frameCount} frames)`,
       );
     }
+    if (this.written !== null && this.written[pfn] === 0) this.noteWrite(pfn);
     let f = this.frame(pfn);
     if (f === ZERO_FRAME) {
       f = this.newFrame();
@@ -177,8 +178,46 @@ export class PhysicalMemory {
     return paddr >= 0 && paddr < this.sizeBytes;
   }
 
+  // ---- write tracking (what the hypervisor's log-dirty mode observes) ----
+
+  /** One byte per frame while tracking: written since the last `takeWritten`. */
+  private written: Uint8Array | null = null;
+  private writtenList: number[] = [];
+
+  /**
+   * Start or stop noting which frames are written (every `frameForWrite`, so every store by a
+   * CPU, a page walk's A/D update, or the hypervisor; and every `zeroFrame`). Costs one byte per
+   * frame while on.
+   */
+  trackWrites(on: boolean): void {
+    this.written = on ? (this.written ?? new Uint8Array(this.frameCount)) : null;
+    this.writtenList = [];
+  }
+
+  get tracking(): boolean {
+    return this.written !== null;
+  }
+
+  private noteWrite(pfn: number): void {
+    this.written![pfn] = 1;
+    this.writtenList.push(pfn);
+  }
+
+  /** The frames written since the last call (each once, in first-write order); resets the log. */
+  takeWritten(): number[] {
+    const w = this.written;
+    const list = this.writtenList;
+    if (w === null) return [];
+    for (const m of list) w[m] = 0;
+    this.writtenList = [];
+    return list;
+  }
+
   /** Forget a frame's contents (it reads as zeros again). */
   zeroFrame(pfn: number): void {
+    if (this.written !== null && pfn >= 0 && pfn < this.frameCount && this.written[pfn] === 0) {
+      this.noteWrite(pfn);
+    }
     const chunk = this.dir[(pfn / CHUNK_FRAMES) | 0];
     const f = chunk?.[pfn & CHUNK_MASK];
     if (f !== undefined && f !== ZERO_FRAME) {

@@ -14,6 +14,7 @@
 import { Cpu } from "../x86/cpu.js";
 import type { PhysicalMemory } from "../x86/memory.js";
 import { GrantTable } from "./grant.js";
+import type { DirtyLog } from "./logdirty.js";
 
 export class Vcpu {
   /** The hardware state (CR3, TLB) of this vCPU. */
@@ -28,6 +29,9 @@ export class Vcpu {
   ldtEnts = 0;
   /** Frames of the guest's GDT (each holds a general and a seg_desc type ref). */
   gdtFrames: number[] = [];
+  gdtEnts = 0;
+  /** `user_regs.rdx` of vCPU 0 at start of day and resume: the start-info frame. */
+  startInfo = 0;
 
   constructor(
     readonly domain: Domain,
@@ -131,6 +135,18 @@ export class Domain {
   injectedGp = 0;
   /** Crashed by Xen (`domain_crash`), e.g. for unmapping a grant of a domain that is gone. */
   crashed = false;
+  /** The controller's pause count (`XEN_DOMINF_paused` while non-zero). */
+  pauseCount = 0;
+  /** Shut down with SHUTDOWN_suspend (`SCHEDOP_shutdown`): its vCPUs are paused for it. */
+  suspended = false;
+  /** Log-dirty mode: the dirty bitmap while on. */
+  dirtyLog: DirtyLog | null = null;
+  /**
+   * The P2M fields of `shared_info.arch` the guest fills in for the toolstack: `max_pfn` and
+   * `pfn_to_mfn_frame_list_list` flattened to the MFNs of the guest's P2M frames (each holds
+   * 512 little-endian u64 entries, pfn → mfn, ~0 for none).
+   */
+  sharedArch: { maxPfn: number; p2mFrames: number[] } = { maxPfn: 0, p2mFrames: [] };
 
   constructor(opts: DomainOptions, mem: PhysicalMemory, listPos: Int32Array) {
     this.pages = new PageList(listPos);
@@ -140,6 +156,21 @@ export class Domain {
     this.maxPages = opts.maxPages ?? Number.MAX_SAFE_INTEGER;
     const n = opts.vcpus ?? 1;
     for (let i = 0; i < n; i++) this.vcpus.push(new Vcpu(this, i, mem));
+  }
+
+  /**
+   * The guest updates its P2M entry for `pfn` (mfn -1: none, ~0 in the list): its typed copy and,
+   * once it has one, its P2M list page — what a PV guest does right after a memory_op.
+   */
+  setGuestP2m(mem: PhysicalMemory, pfn: number, mfn: number): void {
+    if (mfn < 0) delete this.p2m[pfn];
+    else this.p2m[pfn] = mfn;
+    const frame = this.sharedArch.p2mFrames[Math.floor(pfn / 512)];
+    if (frame === undefined || pfn >= this.sharedArch.maxPfn) return;
+    const t = mem.frameForWrite(frame);
+    const w = (pfn % 512) * 2;
+    t[w] = mfn < 0 ? 0xffffffff : mfn >>> 0;
+    t[w + 1] = mfn < 0 ? 0xffffffff : Math.floor(mfn / 2 ** 32);
   }
 
   /** Is vm_assist `type` on? (Type 32, m2p_strict, is kept in bit 31.) */

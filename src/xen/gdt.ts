@@ -29,10 +29,12 @@ export function setGdt(h: Host, v: Vcpu, frames: number[], entries: number): num
   }
   destroyGdt(h, v);
   v.gdtFrames = taken;
+  v.gdtEnts = entries;
   return 0;
 }
 
 export function destroyGdt(h: Host, v: Vcpu): void {
   for (const m of v.gdtFrames) putPageAndType(h, m);
   v.gdtFrames = [];
+  v.gdtEnts = 0;
 }

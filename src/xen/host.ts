@@ -16,6 +16,7 @@ import { DOMID_IO, DOMID_SELF, DOMID_XEN, ENOSYS, ESRCH } from "./abi.js";
 import { type AccessKind, type AccessResult, guestAccess } from "./access.js";
 import { type AuditReport, audit } from "./audit.js";
 import { Domain, type DomainOptions, type Vcpu } from "./domain.js";
+import { getVcpuContext, pageFrameInfo, pauseDomain, setVcpuContext, type VcpuState } from "./domctl.js";
 import { F_VALIDATED, FrameTable } from "./frametable.js";
 import { setGdt } from "./gdt.js";
 import {
@@ -39,6 +40,7 @@ import {
   type UnmapOp,
   unmapGrantRef,
 } from "./grant.js";
+import { type ShadowOpResult, shadowOp } from "./logdirty.js";
 import { type MemoryResult, memoryOp, type Reservation } from "./memory.js";
 import {
   getPgOwner,
@@ -221,7 +223,7 @@ export class Host {
     this.mem.zeroFrame(mfn);
     this.frames.claim(mfn, d.domid, pfn);
     d.pages.add(mfn);
-    if (pfn >= 0) d.p2m[pfn] = mfn;
+    if (pfn >= 0) d.setGuestP2m(this.mem, pfn, mfn);
     this.used++;
   }
 
@@ -477,8 +479,63 @@ export class Host {
   destroyDomain(domid: number): number {
     const d = this.domains.get(domid);
     if (!d) return -ESRCH;
+    if (d.dirtyLog) shadowOp(this, undefined, d, 0);
     destroyDomain(this, d);
     return 0;
+  }
+
+  // ---- the toolstack's domain controls (save, restore, migration) ----
+
+  /**
+   * Populate pfn `pfn` of `d` with a fresh frame for the restorer (`populate_physmap` from the
+   * toolstack): the M2P entry is set; the guest's own P2M list is the guest's to rebuild.
+   * Returns the mfn, or -1 when memory is exhausted.
+   */
+  populatePfn(domid: number, pfn: number): number {
+    const d = this.dom(domid);
+    if (d.pages.size >= d.maxPages) return -1;
+    const m = this.allocFrame();
+    if (m < 0) return -1;
+    this.mem.zeroFrame(m);
+    this.frames.claim(m, d.domid, pfn);
+    d.pages.add(m);
+    this.used++;
+    return m;
+  }
+
+  /** `getpageframeinfo3` on frames named by MFN (XEN_DOMCTL_PFINFO_* nibbles). */
+  pageFrameInfo(
+    domid: number,
+    mfns: ArrayLike<number>,
+    out: Uint8Array = new Uint8Array(mfns.length),
+  ): Uint8Array {
+    const d = this.dom(domid);
+    for (let i = 0; i < mfns.length; i++) out[i] = pageFrameInfo(this, d, mfns[i]);
+    return out;
+  }
+
+  /** `XEN_DOMCTL_shadow_op` from the toolstack (log-dirty: OFF, ENABLE_LOGDIRTY, CLEAN, PEEK). */
+  shadowOp(domid: number, op: number, opts: { mode?: number; p2mSize?: number } = {}): ShadowOpResult {
+    const d = this.domains.get(domid);
+    if (!d) return { rc: -ESRCH };
+    return shadowOp(this, undefined, d, op, opts);
+  }
+
+  getVcpuContext(domid: number, vcpu: number): VcpuState {
+    return getVcpuContext(this.vcpu(domid, vcpu));
+  }
+
+  setVcpuContext(domid: number, vcpu: number, c: VcpuState): number {
+    return setVcpuContext(this, this.vcpu(domid, vcpu), c);
+  }
+
+  pauseDomain(domid: number, pause = true): number {
+    return pauseDomain(this.domains.get(domid), pause);
+  }
+
+  /** `SCHEDOP_shutdown(SHUTDOWN_suspend)` by the guest, or (false) its resume after a cancelled suspend. */
+  suspendDomain(domid: number, suspended = true): void {
+    this.dom(domid).suspended = suspended;
   }
 
   /** After destruction: every frame the domain had (a snapshot of its page list) is free with zero counts. */

@@ -150,7 +150,7 @@ function guestRemovePage(h: Host, d: Domain, mfn: number): number {
   if (!Number.isSafeInteger(mfn) || !getPage(h, mfn, d.domid)) return -6; // -ENXIO
   const f = h.frames;
   const pfn = guestPfn(h, d, mfn);
-  if (pfn >= 0) delete d.p2m[pfn]; // the guest's P2M entry goes with it
+  if (pfn >= 0) d.setGuestP2m(h.mem, pfn, -1); // the guest's P2M entry goes with it
   if (f.allocated[mfn]) {
     f.allocated[mfn] = 0;
     putPage(h, mfn);

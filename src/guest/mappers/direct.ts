@@ -14,7 +14,7 @@
 import type { AddressSpace, Kernel } from "../kernel.js";
 import { Kernel as K } from "../kernel.js";
 import { DIRECT_MAP_BASE, SLOT_SIZE } from "../layout.js";
-import type { PageTableMapper } from "../mapper.js";
+import type { MapperState, PageTableMapper } from "../mapper.js";
 
 export class DirectMapper implements PageTableMapper {
   readonly perAsSlots: readonly number[] = [];
@@ -33,6 +33,12 @@ export class DirectMapper implements PageTableMapper {
   }
 
   setup(): void {}
+
+  saveState(): MapperState {
+    return {};
+  }
+
+  loadState(): void {}
 
   initialVa(k: Kernel, pfn: number): number {
     return this.va(k, this.name === "direct-mfn" ? k.mfnOf(pfn) : 0, pfn);

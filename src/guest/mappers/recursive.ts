@@ -21,7 +21,7 @@ import { LO_A, LO_P } from "../../x86/pte.js";
 import { MMUEXT } from "../../xen/abi.js";
 import { type AddressSpace, Kernel } from "../kernel.js";
 import { APTE_SLOT, RECURSIVE_SLOT, SLOT_SIZE, vaOf } from "../layout.js";
-import type { PageTableMapper } from "../mapper.js";
+import type { MapperState, PageTableMapper } from "../mapper.js";
 import { TempSlots } from "./temp.js";
 
 export class RecursiveMapper implements PageTableMapper {
@@ -121,5 +121,14 @@ export class RecursiveMapper implements PageTableMapper {
 
   release(k: Kernel, as: AddressSpace): void {
     if (as === this.shown || as === this.viewing || as === k.current) this.closeAll(k);
+  }
+
+  saveState(k: Kernel): MapperState {
+    return { temp: this.temp.save(k), foreignOpens: this.foreignOpens };
+  }
+
+  loadState(k: Kernel, s: MapperState): void {
+    this.temp.load(k, s.temp as number[]);
+    this.foreignOpens = s.foreignOpens as number;
   }
 }

@@ -16,7 +16,7 @@ import { MMUEXT } from "../../xen/abi.js";
 import type { AddressSpace, Kernel } from "../kernel.js";
 import { GuestError, Kernel as K } from "../kernel.js";
 import { indexAt, TABLE_WINDOW_BASE } from "../layout.js";
-import type { PageTableMapper } from "../mapper.js";
+import type { MapperState, PageTableMapper } from "../mapper.js";
 import { TempSlots } from "./temp.js";
 
 /** Two-page slots per window L1 (a window L1 maps 512 pages). */
@@ -42,6 +42,32 @@ export class ShadowMapper implements PageTableMapper {
 
   vaSlots(): number {
     return 1;
+  }
+
+  saveState(k: Kernel): MapperState {
+    return {
+      temp: this.temp.save(k),
+      slotOf: [...this.slotOf].map(([m, slot]) => [k.pfnOf(m), slot] as [number, number]),
+      companion: [...this.companion],
+      freeSlots: [...this.freeSlots],
+      nextSlot: this.nextSlot,
+      windowL1: this.windowL1.map((m) => k.pfnOf(m)),
+      windowL2: k.pfnOf(this.windowL2),
+      companionPages: this.companionPages,
+    };
+  }
+
+  loadState(k: Kernel, s: MapperState): void {
+    this.temp.load(k, s.temp as number[]);
+    this.slotOf.clear();
+    for (const [p, slot] of s.slotOf as [number, number][]) this.slotOf.set(k.mfnOf(p), slot);
+    this.companion.clear();
+    for (const [slot, c] of s.companion as [number, number][]) this.companion.set(slot, c);
+    this.freeSlots.splice(0, this.freeSlots.length, ...(s.freeSlots as number[]));
+    this.nextSlot = s.nextSlot as number;
+    this.windowL1.splice(0, this.windowL1.length, ...(s.windowL1 as number[]).map((p) => k.mfnOf(p)));
+    this.windowL2 = k.mfnOf(s.windowL2 as number);
+    this.companionPages = s.companionPages as number;
   }
 
   slotVa(slot: number): number {

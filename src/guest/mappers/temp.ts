@@ -30,6 +30,18 @@ export class TempSlots {
     return va;
   }
 
+  /** The frames the slots hold, as pfns (-1: none). */
+  save(k: Kernel): number[] {
+    return Array.from(this.holds, (m) => (m < 0 ? -1 : k.pfnOf(m)));
+  }
+
+  load(k: Kernel, pfns: number[]): void {
+    for (let s = 0; s < this.holds.length; s++) {
+      const p = pfns[s] ?? -1;
+      this.holds[s] = p < 0 ? -1 : k.mfnOf(p);
+    }
+  }
+
   /** Make sure no slot maps `mfn` writable. */
   drop(k: Kernel, mfn: number): void {
     for (let s = 0; s < TEMP_SLOTS; s++) {
