@@ -138,7 +138,7 @@ export class WorkloadRun {
     return !this.done;
   }
 
-  private setUp(): void {
+  private setUp() {
     const k = this.k;
     const ram = k.pages * 4096;
     const one = (bytes: number) => {
@@ -177,7 +177,7 @@ export class WorkloadRun {
     }
   }
 
-  private iterate(): void {
+  private iterate() {
     const rand = () => this.rand.next();
     const [p] = this.procs;
     switch (this.name) {
