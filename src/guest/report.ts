@@ -94,5 +94,17 @@ export interface RunReport {
   boot: BootReport;
   /** The hypervisor auditor's verdict at the end. */
   audit: { ok: boolean; problems: string[] };
+  /**
+   * Seed 001: what visiting every address space's top-level table costs at suspend, measured
+   * after the run on 1,000 extra pinned address spaces (absent when not measured).
+   */
+  suspendVisit?: {
+    spaces: number;
+    method: string;
+    ms: number;
+    hypercalls: number;
+    clearMs: number;
+    clearHypercalls: number;
+  };
   wallMs: number;
 }

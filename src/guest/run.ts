@@ -9,6 +9,7 @@ import { GuestError, type Kernel } from "./kernel.js";
 import { makeMapper } from "./mappers/index.js";
 import { ShadowMapper } from "./mappers/shadow.js";
 import type { BootMethod, PinningPolicy, RunReport, StrategyName, WorkloadName } from "./report.js";
+import { measureRootVisit } from "./suspend.js";
 import { runWorkloadOn } from "./workloads.js";
 
 export interface RunOptions {
@@ -29,6 +30,8 @@ export interface RunOptions {
   mmuBatch?: number;
   /** Multicall batch size (default Linux's 32; 1 issues every call on its own). */
   mcBatch?: number;
+  /** Address spaces for the suspend-visit measurement after the run (default 1000; 0: none). */
+  visitSpaces?: number;
 }
 
 const MiB = 2 ** 20;
@@ -68,7 +71,10 @@ export function runWorkload(o: RunOptions): RunReport {
   const { h, kernel: k, boot } = bootOnHost(o);
   runWorkloadOn(k, o.workload, { seed: o.seed, iterations: o.iterations, mapped: o.mapped, frontend: 2 });
   k.hc.flush();
-  return report(h, k, o, boot, performance.now() - t0);
+  const r = report(h, k, o, boot, performance.now() - t0);
+  const n = o.visitSpaces ?? 1000;
+  if (n > 0) r.suspendVisit = measureRootVisit(k, n);
+  return r;
 }
 
 /** The cost report of a kernel's run so far. */

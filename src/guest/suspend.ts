@@ -367,3 +367,75 @@ export function decodeGuestState(b: Uint8Array): GuestState {
     mapcount: new Uint16Array(mapcount.buffer),
   };
 }
+
+// ---------------------------------------------------------------- visiting every top-level table
+
+/** Seed 001's question: what visiting every address space's top-level table costs. */
+export interface RootVisitCost {
+  spaces: number;
+  /** How the strategy reaches another space's L4. */
+  method: string;
+  ms: number;
+  hypercalls: number;
+  /** The NetBSD suspend step done blind: clearing two slots in every L4 by machine address, batched. */
+  clearMs: number;
+  clearHypercalls: number;
+}
+
+const VISIT_METHOD: Record<StrategyName, string> = {
+  "direct-mfn": "direct map (by mfn): no mapping needed",
+  "direct-pfn": "direct map (by pfn, an M2P lookup): no mapping needed",
+  shadow: "table window: every L4 already has a VA",
+  recursive: "load each space's L4 (CR3 switch) to reach it through the recursive slot",
+  netbsd: "point the alternate slot (APDP) at each L4, flush, read, clear",
+};
+
+/** Read every space's L4 through the strategy (open / read / close), calling `fn` with its entries. */
+export function visitRoots(k: Kernel, spaces: Iterable<AddressSpace>, fn: (l4: Uint32Array) => void): void {
+  for (const as of spaces) {
+    const va = k.mapper.open(k, as);
+    fn(k.readPage(va));
+    k.mapper.close(k, as);
+  }
+  k.mapper.closeAll(k);
+  k.hc.flush();
+}
+
+/**
+ * Build `n` pinned address spaces, time visiting all their L4s (and, as NetBSD's suspend needs,
+ * clearing two slots in each by machine address), then tear them down again.
+ */
+export function measureRootVisit(k: Kernel, n = 1000): RootVisitCost {
+  const calls = () => Object.values(k.hc.transitions).reduce((a, b) => a + b, 0);
+  const spaces: AddressSpace[] = [];
+  k.op("visit:setup", () => {
+    for (let i = 0; i < n; i++) {
+      const as = k.createAs(true);
+      if (!k.isValidated(as)) k.pin(as);
+      spaces.push(as);
+    }
+  });
+  let c0 = calls();
+  let t0 = performance.now();
+  let present = 0;
+  k.enterKernel();
+  visitRoots(k, spaces, (l4) => {
+    if (l4[RECURSIVE_SLOT * 2] & LO_P) present++;
+  });
+  const ms = performance.now() - t0;
+  const hypercalls = calls() - c0;
+  c0 = calls();
+  t0 = performance.now();
+  for (const as of spaces) {
+    k.hc.queuePte(as.l4 * 4096 + APTE_SLOT * 8, 0, 0);
+    k.hc.queuePte(as.l4 * 4096 + RECURSIVE_SLOT * 8, 0, 0);
+  }
+  k.hc.flush();
+  const clearMs = performance.now() - t0;
+  const clearHypercalls = calls() - c0;
+  k.op("visit:teardown", () => {
+    for (const as of spaces) k.destroyAs(as);
+  });
+  void present;
+  return { spaces: n, method: VISIT_METHOD[k.mapper.name], ms, hypercalls, clearMs, clearHypercalls };
+}

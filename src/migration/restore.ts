@@ -41,6 +41,7 @@ import {
   recordName,
   StreamError,
   StreamReader,
+  type VcpuContext,
 } from "./stream.js";
 
 const PIN_CMD = [
@@ -228,6 +229,8 @@ export class Restorer {
 
   private pageData(r: RecordView): void {
     this.requireStaticDataEnd(r);
+    // max_pfn comes from X86_PV_P2M_FRAMES: before it, no pfn is valid (A3 step 5).
+    if (this.maxPfn < 0) this.fail(r, "PAGE_DATA before X86_PV_P2M_FRAMES: no pfn is valid yet");
     const pd = decodePageData(r, this.maxPfn);
     const mem = this.h.mem;
     for (let i = 0; i < pd.count; i++) {
@@ -306,7 +309,13 @@ export class Restorer {
     if (!this.basic.has(0)) this.fail(r, "Sender didn't send vcpu0's basic state");
     // 1. vCPU contexts, in order.
     for (const [id, blob] of [...this.basic].sort((a, b) => a[0] - b[0])) {
-      const c = decodeVcpuContext(blob);
+      let c: VcpuContext;
+      try {
+        c = decodeVcpuContext(blob);
+      } catch (e) {
+        // A field that does not fit a number (≥ 2^53) is never a valid pfn or count.
+        this.fail(r, `vcpu${id}'s context: ${(e as Error).message}`);
+      }
       const ctx: VcpuState = {
         flags: c.flags,
         rdx: c.rdx,

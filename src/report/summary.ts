@@ -103,6 +103,20 @@ export function renderRunSummary(r: RunReport): string {
       `tables in pfns 0x${b.lowestTablePfn.toString(16)}–0x${b.highestTablePfn.toString(16)} ` +
         `of ${groupDigits(b.ramPages)} RAM pages; ${groupDigits(b.mappedPages)} pages mapped in ${groupDigits(b.steps)} step${b.steps === 1 ? "" : "s"}`,
     ),
+    ...(r.suspendVisit
+      ? [
+          line(
+            "suspend visit",
+            `${groupDigits(r.suspendVisit.spaces)} address spaces: ${formatSig(r.suspendVisit.ms)} ms, ` +
+              `${groupDigits(r.suspendVisit.hypercalls)} hypercalls (${r.suspendVisit.method})`,
+          ),
+          line(
+            "",
+            `clearing two slots in each by machine address, batched: ${formatSig(r.suspendVisit.clearMs)} ms, ` +
+              `${groupDigits(r.suspendVisit.clearHypercalls)} hypercalls`,
+          ),
+        ]
+      : []),
     line("wall time", `${formatSig(r.wallMs)} ms`),
     line(
       "audit",

@@ -84,6 +84,7 @@ describe("pvmmu compare on real runs", () => {
         ...r,
         wallMs: 0,
         ops: Object.fromEntries(Object.entries(r.ops).map(([k, v]) => [k, v.count])),
+        suspendVisit: { ...r.suspendVisit, ms: 0, clearMs: 0 },
       });
     expect(strip(runWorkload(o))).toBe(strip(runWorkload(o)));
     expect(strip(runWorkload({ ...o, seed: 8 }))).not.toBe(strip(runWorkload(o)));

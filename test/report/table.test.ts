@@ -31,6 +31,8 @@ describe("renderTable", () => {
       "main-op",
       "ops",
       "ms/op",
+      "visit-hc",
+      "visit-ms",
       "audit",
     ]);
     expect(lines[1]).toMatch(/^[- ]+$/);
@@ -48,6 +50,8 @@ describe("renderTable", () => {
       "boot",
       "1",
       "12.5",
+      "-",
+      "-",
       "ok",
     ]);
     expect(lines[3]).toContain("64G");
@@ -76,7 +80,7 @@ describe("renderTable", () => {
       "b",
     );
     expect(mainOp(fixtureReport({ ops: {} }))).toBeUndefined();
-    expect(renderTable([fixtureReport({ ops: {} })])).toMatch(/ - +0 +- +ok\n$/);
+    expect(renderTable([fixtureReport({ ops: {} })])).toMatch(/ - +0 +- +- +- +ok\n$/);
   });
 
   it("is the same text for the same reports, and shows control characters as ?", () => {
