@@ -11,6 +11,7 @@ import { AddressSyntaxError } from "../x86/address.js";
 import { registerCompare } from "./compare.js";
 import { registerDump } from "./dump.js";
 import { UsageError } from "./errors.js";
+import { MigrationFailed, registerMigrate } from "./migrate.js";
 import { registerReplay } from "./replay.js";
 import { registerRun } from "./run.js";
 import { runTour } from "./tour.js";
@@ -41,6 +42,7 @@ export function buildProgram(
   registerReplay(program, out, setExit);
   registerRun(program, out, setExit);
   registerCompare(program, out, setExit);
+  registerMigrate(program, out, setExit);
   for (const c of program.commands) {
     c.exitOverride();
     for (const s of c.commands) s.exitOverride();
@@ -77,6 +79,10 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     if (e instanceof UsageError || e instanceof AddressSyntaxError || e instanceof RangeError) {
       io.err(`pvmmu: ${e.message}\n`);
       return 2;
+    }
+    if (e instanceof MigrationFailed) {
+      io.err(`pvmmu: migration failed: ${e.message}\n`);
+      return 1;
     }
     if (e instanceof GuestError || e instanceof HypercallFailed) {
       // The guest kernel panicked (or a hypercall it relied on failed): an outcome, not a usage error.

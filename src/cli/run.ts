@@ -22,6 +22,7 @@ import { MAX_GUEST_BYTES, type RunOptions, runWorkload } from "../guest/run.js";
 import { renderRunSummary } from "../report/summary.js";
 import type { LinearPolicy } from "../xen/host.js";
 import { UsageError } from "./errors.js";
+import { runAndMigrate } from "./migrate.js";
 
 const LINEAR_POLICIES: readonly LinearPolicy[] = ["xen", "self-only", "split-count"];
 
@@ -114,6 +115,8 @@ interface RunFlags {
   mcBatch?: string;
   linearPolicy?: string;
   json?: boolean;
+  migrateTo?: string;
+  after?: string;
 }
 
 function required(v: string | undefined, flag: string, choices?: readonly string[]): string {
@@ -173,7 +176,13 @@ export function registerRun(
     .option("--mmu-batch <n>", "mmu_update queue length (default: 2048 for netbsd, 32 otherwise)")
     .option("--mc-batch <n>", "multicall batch size (default 32; 1: no multicalls)")
     .option("--json", "print the report as JSON")
-    .action((o: RunFlags) => {
+    .option("--migrate-to <addr>", "migrate the guest live to a receiving host (`pvmmu host`) at HOST:PORT")
+    .option("--after <n>", "with --migrate-to: workload steps to run before migrating", "1")
+    .action(async (o: RunFlags) => {
+      if (o.migrateTo !== undefined) {
+        await runAndMigrate({ ...o, after: o.after ?? "1", migrateTo: o.migrateTo }, out);
+        return;
+      }
       const report = runner(runOptionsFrom(o));
       out(o.json ? `${JSON.stringify(report, null, 1)}\n` : renderRunSummary(report));
       setExit(report.audit.ok ? 0 : 1);

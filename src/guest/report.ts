@@ -95,6 +95,11 @@ export interface RunReport {
   /** The hypervisor auditor's verdict at the end. */
   audit: { ok: boolean; problems: string[] };
   /**
+   * SHA-256 of the guest's memory as the guest sees it (pages in use, page tables normalised to
+   * pfns): equal for a run that migrated and one that never moved.
+   */
+  memoryHash?: string;
+  /**
    * Seed 001: what visiting every address space's top-level table costs at suspend, measured
    * after the run on 1,000 extra pinned address spaces (absent when not measured).
    */

@@ -5,6 +5,7 @@
 
 import { Host, type LinearPolicy } from "../xen/host.js";
 import { bootGuest } from "./boot.js";
+import { guestMemoryHash } from "./hash.js";
 import { GuestError, type Kernel } from "./kernel.js";
 import { makeMapper } from "./mappers/index.js";
 import { ShadowMapper } from "./mappers/shadow.js";
@@ -72,6 +73,7 @@ export function runWorkload(o: RunOptions): RunReport {
   runWorkloadOn(k, o.workload, { seed: o.seed, iterations: o.iterations, mapped: o.mapped, frontend: 2 });
   k.hc.flush();
   const r = report(h, k, o, boot, performance.now() - t0);
+  r.memoryHash = guestMemoryHash(k);
   const n = o.visitSpaces ?? 1000;
   if (n > 0) r.suspendVisit = measureRootVisit(k, n);
   return r;

@@ -349,7 +349,7 @@ export function decodeGuestState(b: Uint8Array): GuestState {
     if (at + 8 > b.length) bad("array header beyond the end");
     const n = dv.getUint32(at, true);
     if (at + 8 + n > b.length || n % bytesPer !== 0) bad("array beyond the end");
-    const copy = b.slice(at + 8, at + 8 + n);
+    const copy = new Uint8Array(b.subarray(at + 8, at + 8 + n)); // a copy, aligned at 0
     at += 8 + n + ((8 - (n % 8)) % 8);
     return copy;
   };

@@ -117,6 +117,7 @@ export function renderRunSummary(r: RunReport): string {
           ),
         ]
       : []),
+    ...(r.memoryHash ? [line("memory hash", r.memoryHash)] : []),
     line("wall time", `${formatSig(r.wallMs)} ms`),
     line(
       "audit",
