@@ -111,7 +111,6 @@ export function prepareSuspend(k: Kernel, o: SuspendOptions = {}): SuspendRecord
       for (const as of k.spaces) {
         for (const slot of k.mapper.perAsSlots) {
           k.setEntry(as, as.l4, slot, 0, 0);
-          if (as.userL4 !== 0 && slot === RECURSIVE_SLOT) k.setEntry(as, as.userL4, slot, 0, 0);
         }
       }
       k.hc.mmuext([{ cmd: MMUEXT.MMUEXT_TLB_FLUSH_LOCAL }]);
