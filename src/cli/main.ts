@@ -36,7 +36,7 @@ export function buildProgram(
     .command("tour")
     .description("a short tour of what pvmmu does: builds page tables, walks them, shows the TLB and a dump")
     .option("--json", "print JSON instead of text")
-    .action((o: { json?: boolean }) => runTour(out, o.json ?? false));
+    .action(async (o: { json?: boolean }) => runTour(out, o.json ?? false));
 
   registerDump(program, out);
   registerReplay(program, out, setExit);

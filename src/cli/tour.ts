@@ -11,7 +11,9 @@ import { synthLinuxImage, writeRawImage } from "../dump/synth.js";
 import { describeErrorCode, formatWalk, infoMem, infoTlb, walkView } from "../dump/views.js";
 import { planDirectMapBoot } from "../guest/boot.js";
 import { GuestKernel, Process } from "../guest/grant-teardown.js";
-import { runWorkload } from "../guest/run.js";
+import { bootOnHost, runWorkload } from "../guest/run.js";
+import { WorkloadRun } from "../guest/workloads.js";
+import { guestMemoryHash, MemorySink, restoreGuest, saveGuest } from "../migration/guest.js";
 import { hex64 } from "../x86/address.js";
 import { BumpAllocator, PageTableBuilder } from "../x86/builder.js";
 import { Cpu, CR4_SMAP, CR4_SMEP } from "../x86/cpu.js";
@@ -33,7 +35,7 @@ interface Section {
   lines: string[];
 }
 
-export function runTour(out: (s: string) => void, json: boolean): void {
+export async function runTour(out: (s: string) => void, json: boolean): Promise<void> {
   const sections: Section[] = [];
   const section = (title: string): string[] => {
     const lines: string[] = [];
@@ -279,6 +281,49 @@ export function runTour(out: (s: string) => void, json: boolean): void {
   }
   s.push("(`pvmmu run` and `pvmmu compare` run these and more: every strategy, workload and size.)");
 
+  // 10. Save, restore and live migration in Xen's stream format (seed 001).
+  s = section("Save, restore and live migration in Xen's migration stream (seed 001)");
+  {
+    const o = {
+      strategy: "netbsd",
+      pinning: "eager",
+      workload: "server",
+      memoryBytes: 64 * MiB,
+      seed: 3,
+      iterations: 120,
+    } as const;
+    const want = runWorkload({ ...o, visitSpaces: 0 }).memoryHash;
+    const src = bootOnHost(o);
+    const run = new WorkloadRun(src.kernel, o.workload, { seed: o.seed, iterations: o.iterations });
+    for (let i = 0; i < 10; i++) run.next();
+    const oldL4 = src.kernel.current.l4;
+    const sink = new MemorySink();
+    const saved = await saveGuest(src.h, src.kernel, run, sink, {
+      live: true,
+      stepsPerBatch: 2,
+    });
+    const rounds = saved.rounds.map((r) => `${r.final ? "final " : ""}${r.pages}`).join(", ");
+    s.push(
+      `NetBSD-style guest (64 MiB, server workload), after 10 steps: saved live while it ran — rounds of ${rounds} pages, ` +
+        `${(saved.bytes / MiB).toFixed(1)} MiB of Xen stream (v3: PAGE_DATA, P2M frames, vCPU context, END)`,
+      "    before suspending it cleared its alternate and recursive slots in every address space (NetBSD's pmap_xen_suspend)",
+    );
+    const dst = new Host({ memoryMiB: 200 });
+    dst.createDomain({ domid: 5, pages: 1000 });
+    const back = await restoreGuest(dst, 7, sink.chunks);
+    s.push(
+      `restored on another host as domain 7: its L4 was mfn 0x${oldL4.toString(16)}, now 0x${back.kernel.current.l4.toString(16)}; ` +
+        "tables localised, pinned ones re-pinned in pfn order, P2M list rewritten, slots put back",
+    );
+    while (back.run!.next()) {}
+    const got = guestMemoryHash(back.kernel);
+    s.push(
+      `ran the workload to its end there: memory hash ${got.slice(0, 16)}… ${got === want ? "=" : "!="} ` +
+        `a run that never moved (${want!.slice(0, 16)}…); auditor ${dst.audit().ok ? "clean" : "NOT clean"}`,
+      "(`pvmmu save`, `pvmmu restore`, and `pvmmu host` + `pvmmu run --migrate-to` do this between processes over TCP.)",
+    );
+  }
+
   if (json) {
     out(`${JSON.stringify({ sections }, null, 1)}\n`);
     return;
@@ -290,6 +335,7 @@ export function runTour(out: (s: string) => void, json: boolean): void {
   }
   out(
     "\nNext: `pvmmu dump --help` to inspect your own memory dumps; `pvmmu replay --help` for scenarios;\n" +
-      "`pvmmu run --help` and `pvmmu compare --help` to measure the guest strategies.\n",
+      "`pvmmu run --help` and `pvmmu compare --help` to measure the guest strategies;\n" +
+      "`pvmmu save`, `restore`, `host` and `run --migrate-to` to move guests (docs/migration.md).\n",
   );
 }
