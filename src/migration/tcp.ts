@@ -57,7 +57,7 @@ export class SocketSink implements StreamSink {
     if (this.closed) throw this.closed;
     let ok = true;
     for (const c of chunks) {
-      if (this.bytes + c.length > this.cutAfter) {
+      if (this.bytes + c.length >= this.cutAfter) {
         const part = c.subarray(0, Math.max(0, this.cutAfter - this.bytes));
         if (part.length > 0) this.socket.write(part);
         this.bytes = this.cutAfter;
