@@ -102,8 +102,7 @@ export async function restoreGuest(
   const restore = await restoreStream(h, domid, source, { collect: [REC_PVMMU_GUEST_STATE] }, onProgress);
   try {
     const rec = restore.collected.get(REC_PVMMU_GUEST_STATE);
-    if (!rec || rec.length !== 1)
-      throw new Error("the stream carries no guest state record: nothing to resume");
+    if (rec?.length !== 1) throw new Error("the stream carries no guest state record: nothing to resume");
     const { kernel, run } = resumeGuest(h, domid, decodeGuestState(rec[0]));
     return { kernel, run, restore };
   } catch (e) {

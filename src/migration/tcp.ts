@@ -246,7 +246,7 @@ export function receive(socket: net.Socket, o: ReceiveOptions): Promise<Arrival>
         settled = true;
         try {
           const st = rs!.collected.get(REC_PVMMU_GUEST_STATE);
-          if (!st || st.length !== 1) throw new Error("the stream carries no guest state record");
+          if (st?.length !== 1) throw new Error("the stream carries no guest state record");
           const { kernel, run } = resumeGuest(h, domid, decodeGuestState(st[0]));
           resolve({ kernel, run, host: h, domid, bytes: reader.offset, ms: performance.now() - t0 });
         } catch (e) {

@@ -42,7 +42,17 @@ describe("pvmmu save / restore", () => {
     expect(bad.err).toMatch(/^pvmmu: .*bad\.img: .*offset 0x/);
     expect(bad.out).toBe("");
     expect((await cli(["restore", join(dir, "missing.img")])).code).toBe(2);
-    const mfn = await cli(["save", "--strategy", "direct-mfn", "--workload", "boot", "--memory", "64M", "-o", join(dir, "x")]);
+    const mfn = await cli([
+      "save",
+      "--strategy",
+      "direct-mfn",
+      "--workload",
+      "boot",
+      "--memory",
+      "64M",
+      "-o",
+      join(dir, "x"),
+    ]);
     expect(mfn.code).toBe(2);
     expect(mfn.err).toMatch(/direct-mfn cannot be saved/);
     expect(existsSync(join(dir, "x"))).toBe(false);

@@ -51,13 +51,20 @@ async function attempt(cut: number) {
   let error: Error | undefined;
   let bytes = 0;
   try {
-    const r = await migrateTo(src.h, src.kernel, src.run, { host: "127.0.0.1", port }, { cutAfter: cut, stepsPerBatch: 1 });
+    const r = await migrateTo(
+      src.h,
+      src.kernel,
+      src.run,
+      { host: "127.0.0.1", port },
+      { cutAfter: cut, stepsPerBatch: 1 },
+    );
     bytes = r.bytes;
   } catch (e) {
     error = e as Error;
   }
   // Let the receiver notice the close.
-  for (let i = 0; i < 100 && !arrived && failures.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 100 && !arrived && failures.length === 0; i++)
+    await new Promise((r) => setTimeout(r, 10));
   server.close();
   return { src, error, bytes, receiver: receiver!, failures, arrived };
 }
@@ -73,7 +80,19 @@ describe("a migration cut at any point loses nothing", () => {
     const total = full.bytes;
     // Mid image header, mid domain header, mid record header, mid PAGE_DATA pfn list, mid page data,
     // inside later rounds, inside the final round, just before END, and after END (before READY/GO).
-    const cuts = [5, 30, 44, 120, 5000, 1_000_000, Math.floor(total * 0.7), total - 9000, total - 100, total - 8, total];
+    const cuts = [
+      5,
+      30,
+      44,
+      120,
+      5000,
+      1_000_000,
+      Math.floor(total * 0.7),
+      total - 9000,
+      total - 100,
+      total - 8,
+      total,
+    ];
     for (const cut of cuts) {
       const a = await attempt(cut);
       expect(a.error, `cut at ${cut}`).toBeDefined();

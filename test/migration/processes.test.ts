@@ -52,7 +52,10 @@ describe("pvmmu host / pvmmu run --migrate-to, two processes", () => {
     const port = await listening(rx.lines);
     const tx = start(["run", ...guest, "--after", "40", "--migrate-to", `127.0.0.1:${port}`, "--json"]);
     const sent = JSON.parse((await tx.out).trim());
-    const got = (await rx.out).trim().split("\n").map((l) => JSON.parse(l));
+    const got = (await rx.out)
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     const arrived = got.find((x) => x.event === "arrived");
     expect(sent.rounds.at(-1).final).toBe(true);
     expect(sent.rounds[0].pages).toBe(16384);
