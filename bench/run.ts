@@ -16,6 +16,7 @@
  *  host_256g_rss_mib  RSS of a process holding a 256 GiB host with a 64 GiB guest mapped and pinned
  *  grant_map_unmap_per_s  grant map + unmap pairs per second (contains_pte, batches of 64)
  *  boot_64g_ms, fork_exec_exit_per_s (+ one per strategy): see bench/guest.ts
+ *  save_bytes_per_s, restore_bytes_per_s, migrate_bytes_per_s, migrate_downtime_ms: see bench/migration.ts
  */
 
 import { spawnSync } from "node:child_process";
@@ -30,6 +31,7 @@ import { PhysicalMemory } from "../src/x86/memory.js";
 import { LO_A, LO_RW } from "../src/x86/pte.js";
 import { PageWalker, PagingMode } from "../src/x86/walk.js";
 import { benchGuest } from "./guest.js";
+import { benchMigration } from "./migration.js";
 import { benchXen, grantMapUnmapPerS, rss256g } from "./xen.js";
 
 const json = process.argv.includes("--json");
@@ -84,6 +86,10 @@ const targets: Record<string, [number, "min" | "max", string]> = {
   fork_exec_exit_shadow_per_s: [2000, "min", "/s"],
   fork_exec_exit_recursive_per_s: [2000, "min", "/s"],
   fork_exec_exit_netbsd_per_s: [2000, "min", "/s"],
+  save_bytes_per_s: [1e9, "min", "B/s"],
+  restore_bytes_per_s: [1e9, "min", "B/s"],
+  migrate_bytes_per_s: [5e8, "min", "B/s"],
+  migrate_downtime_ms: [100, "max", "ms"],
 };
 
 function report(key: string, value: number): void {
@@ -199,6 +205,15 @@ function report(key: string, value: number): void {
 {
   const g = benchGuest();
   for (const [key, value] of Object.entries(g)) report(key, value);
+}
+
+// ---- migration (each part in a child process) ----
+{
+  const m = benchMigration();
+  for (const [key, value] of Object.entries(m.figures)) {
+    report(key, value);
+    if (m.notes[key]) log(m.notes[key]);
+  }
 }
 
 if (json) process.stdout.write(`${JSON.stringify(figures)}\n`);
