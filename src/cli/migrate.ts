@@ -268,7 +268,6 @@ export function registerMigrate(
       }
       const mib = parseSize(o.hostMemory, "--host-memory") / 2 ** 20;
       await new Promise<void>((done, fail) => {
-        let server: Awaited<ReturnType<typeof listen>> | undefined;
         listen(at, {
           makeHost: () => new Host({ memoryMiB: mib }),
           once: o.once,
@@ -292,7 +291,6 @@ export function registerMigrate(
             if (o.once) done();
           },
         }).then((s) => {
-          server = s;
           const addr = s.address();
           const port = typeof addr === "object" && addr ? addr.port : at.port;
           out(
@@ -301,7 +299,6 @@ export function registerMigrate(
               : `listening on ${at.host}:${port}\n`,
           );
         }, fail);
-        void server;
       });
     });
 }

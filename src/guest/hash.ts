@@ -1,6 +1,7 @@
 /** The guest memory hash that proves a migration exact. */
 
 import { createHash } from "node:crypto";
+import { entryFrame, withFrameHi, withFrameLo } from "../x86/pte.js";
 import type { Kernel } from "./kernel.js";
 
 /**
@@ -30,10 +31,10 @@ export function guestMemoryHash(k: Kernel): string {
         lo = 0;
         hi = 0;
       } else if (lo & 1) {
-        const m = (hi & 0xfffff) * 0x100000 + (lo >>> 12);
+        const m = entryFrame(lo, hi);
         const p = m < f.frames ? f.m2pLo[m] : 0xffffffff;
-        lo = ((lo & 0xfff) | ((p % 0x100000) << 12)) >>> 0;
-        hi = ((hi & 0xfff00000) | Math.floor(p / 0x100000)) >>> 0;
+        lo = withFrameLo(lo, p);
+        hi = withFrameHi(hi, p);
       }
       scratch[i * 2] = lo;
       scratch[i * 2 + 1] = hi;

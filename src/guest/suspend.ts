@@ -24,11 +24,10 @@
  * optional records they do not know).
  */
 
-import { LO_A, LO_P } from "../x86/pte.js";
 import { MMUEXT } from "../xen/abi.js";
 import type { Host } from "../xen/host.js";
 import { AddressSpace, GuestError, Kernel } from "./kernel.js";
-import { APTE_SLOT, DIRECT_MAP_BASE, KERNEL_BASE, RECURSIVE_SLOT, vaHi, vaLo } from "./layout.js";
+import { APTE_SLOT, DIRECT_MAP_BASE, RECURSIVE_SLOT, vaHi, vaLo } from "./layout.js";
 import type { MapperState } from "./mapper.js";
 import { makeMapper } from "./mappers/index.js";
 import type { OpStats, PinningPolicy, StrategyName } from "./report.js";
@@ -124,11 +123,8 @@ export function prepareSuspend(k: Kernel, o: SuspendOptions = {}): SuspendRecord
 export function finishResume(k: Kernel, rec: { savePinned: AddressSpace[]; clearedSlots: boolean }): void {
   k.op("resume", () => {
     if (rec.clearedSlots) {
-      for (const as of k.spaces) {
-        // The recursive self-entry (read-only); the alternate slot stays clear until next used.
-        const lo = ((as.l4 % 0x100000) * 4096 + (LO_P | LO_A)) >>> 0;
-        k.setEntry(as, as.l4, RECURSIVE_SLOT, lo, Math.floor(as.l4 / 0x100000));
-      }
+      // The recursive self-entry, as for a new space; the alternate slot stays clear until used.
+      for (const as of k.spaces) k.mapper.initRoot(k, as);
       k.hc.mmuext([{ cmd: MMUEXT.MMUEXT_TLB_FLUSH_LOCAL }]);
     }
     // xen_mm_unpin_all: exactly the spaces pinned for the save.
@@ -232,7 +228,8 @@ export function resumeGuest(
   const listPages = Math.ceil(j.pages / 512);
   for (let i = 0; i < listPages; i++) {
     const pfn = j.p2mListPfn + i;
-    const va = mapper.directMap ? DIRECT_MAP_BASE + pfn * 4096 : KERNEL_BASE + pfn * 4096;
+    // The builder's mapping of the list (what mapper.initialVa gives; it needs no kernel here).
+    const va = mapper.directMap ? DIRECT_MAP_BASE + pfn * 4096 : Kernel.kernelImageVa(pfn);
     if (!v.cpu.translate(vaHi(va), vaLo(va), 0)) {
       throw new GuestError(`resume: the P2M list page at 0x${va.toString(16)} is not mapped`);
     }
@@ -416,11 +413,8 @@ export function measureRootVisit(k: Kernel, n = 1000): RootVisitCost {
   });
   let c0 = calls();
   let t0 = performance.now();
-  let present = 0;
   k.enterKernel();
-  visitRoots(k, spaces, (l4) => {
-    if (l4[RECURSIVE_SLOT * 2] & LO_P) present++;
-  });
+  visitRoots(k, spaces, () => {});
   const ms = performance.now() - t0;
   const hypercalls = calls() - c0;
   c0 = calls();
@@ -435,6 +429,5 @@ export function measureRootVisit(k: Kernel, n = 1000): RootVisitCost {
   k.op("visit:teardown", () => {
     for (const as of spaces) k.destroyAs(as);
   });
-  void present;
   return { spaces: n, method: VISIT_METHOD[k.mapper.name], ms, hypercalls, clearMs, clearHypercalls };
 }

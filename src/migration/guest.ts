@@ -101,14 +101,22 @@ export async function restoreGuest(
 ): Promise<{ kernel: Kernel; run: WorkloadRun | null; restore: RestoreResult }> {
   const restore = await restoreStream(h, domid, source, { collect: [REC_PVMMU_GUEST_STATE] }, onProgress);
   try {
-    const rec = restore.collected.get(REC_PVMMU_GUEST_STATE);
-    if (rec?.length !== 1) throw new Error("the stream carries no guest state record: nothing to resume");
-    const { kernel, run } = resumeGuest(h, domid, decodeGuestState(rec[0]));
-    return { kernel, run, restore };
+    return { ...resumeRestored(h, domid, restore.collected), restore };
   } catch (e) {
     if (h.domain(domid)) h.destroyDomain(domid);
     throw e;
   }
+}
+
+/** Resume the guest whose state record the restorer collected (the domain is restored). */
+export function resumeRestored(
+  h: Host,
+  domid: number,
+  collected: Map<number, Uint8Array[]>,
+): { kernel: Kernel; run: WorkloadRun | null } {
+  const rec = collected.get(REC_PVMMU_GUEST_STATE);
+  if (rec?.length !== 1) throw new Error("the stream carries no guest state record: nothing to resume");
+  return resumeGuest(h, domid, decodeGuestState(rec[0]));
 }
 
 /** A sink that keeps the stream in memory (tests, tools). */

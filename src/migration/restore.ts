@@ -20,6 +20,7 @@
  *  - Any failure discards the half-built domain: every frame it got is freed.
  */
 
+import { entryFrame, withFrameHi, withFrameLo } from "../x86/pte.js";
 import { MMUEXT } from "../xen/abi.js";
 import type { VcpuState } from "../xen/domctl.js";
 import type { Host } from "../xen/host.js";
@@ -277,13 +278,13 @@ export class Restorer {
       const lo = t[w];
       if ((lo & 1) === 0) continue;
       const hi = t[w + 1];
-      const pfn = (hi & 0xfffff) * 0x100000 + (lo >>> 12);
+      const pfn = entryFrame(lo, hi);
       if (pfn > this.maxPfn)
         this.fail(r, `Bad pfn 0x${pfn.toString(16)} for L${level}[${i}]: beyond max_pfn`);
       let mfn = this.p2m[pfn];
       if (mfn < 0) mfn = this.populate(r, pfn);
-      t[w] = ((lo & 0xfff) | ((mfn % 0x100000) << 12)) >>> 0;
-      t[w + 1] = ((hi & 0xfff00000) | Math.floor(mfn / 0x100000)) >>> 0;
+      t[w] = withFrameLo(lo, mfn);
+      t[w + 1] = withFrameHi(hi, mfn);
     }
   }
 

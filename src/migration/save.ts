@@ -19,9 +19,10 @@
  *  - Log-dirty is always switched off at the end, whatever happened.
  */
 
+import { entryFrame, withFrameHi, withFrameLo } from "../x86/pte.js";
 import { E2BIG, EINVAL, ERANGE } from "../xen/abi.js";
 import type { Domain } from "../xen/domain.js";
-import { PFINFO_LPINTAB, PFINFO_NOTAB, PFINFO_XTAB, type VcpuState } from "../xen/domctl.js";
+import { PFINFO_XTAB, type VcpuState } from "../xen/domctl.js";
 import type { FrameTable } from "../xen/frametable.js";
 import type { Host } from "../xen/host.js";
 import {
@@ -106,7 +107,6 @@ export function simplePrecopyPolicy(s: { iteration: number; dirtyCount: number }
 }
 
 const PAGE = 4096;
-const FRAME_LO = 0xfffff000;
 const INVALID = -1;
 
 /** The saver's view of one domain. */
@@ -196,24 +196,16 @@ class Saver {
   }
 
   private async batch(pfns: ArrayLike<number>, at: number, n: number): Promise<number> {
-    const types = new Uint8Array(n);
     const mfns = new Float64Array(n);
     const list = new Float64Array(n);
-    const f = this.frames;
     for (let i = 0; i < n; i++) {
-      const pfn = pfns[at + i];
-      list[i] = pfn;
-      const mfn = this.p2m(pfn);
-      mfns[i] = mfn;
-      if (mfn === INVALID || f.ownerOf(mfn) !== this.domid) {
-        // Ballooned out (or not the guest's): XTAB, and resent in the final round.
-        types[i] = PFINFO_XTAB;
-        this.deferred.add(pfn);
-      }
+      list[i] = pfns[at + i];
+      mfns[i] = this.p2m(list[i]);
     }
-    // getpageframeinfo3 on the MFNs that are the guest's.
-    for (let i = 0; i < n; i++)
-      if (types[i] !== PFINFO_XTAB) types[i] = this.h.pageFrameInfo(this.domid, [mfns[i]])[0];
+    // getpageframeinfo3: XTAB for a frame that is not the guest's (e.g. ballooned out, INVALID_MFN);
+    // such pages are resent in the final round.
+    const types = this.h.pageFrameInfo(this.domid, mfns);
+    for (let i = 0; i < n; i++) if (types[i] === PFINFO_XTAB) this.deferred.add(list[i]);
     const data = new Uint8Array(n * PAGE);
     const words = new Uint32Array(data.buffer);
     const paused = this.d.pauseCount > 0;
@@ -256,14 +248,13 @@ class Saver {
         hi = 0;
       } else if (lo & 1) {
         if (level >= 2 && lo & 0x80) throw new SaveError("Cannot migrate superpage", E2BIG);
-        const mfn = (hi & 0xfffff) * 0x100000 + (lo >>> 12);
-        const pfn = this.pfnOf(mfn);
+        const pfn = this.pfnOf(entryFrame(lo, hi));
         if (pfn < 0) {
           if (paused) throw new SaveError(`Bad mfn for L${level}[${i}]`, ERANGE);
           return -1;
         }
-        lo = ((lo & ~FRAME_LO) | ((pfn % 0x100000) << 12)) >>> 0;
-        hi = ((hi & 0xfff00000) | Math.floor(pfn / 0x100000)) >>> 0;
+        lo = withFrameLo(lo, pfn);
+        hi = withFrameHi(hi, pfn);
       }
       dst[w] = lo;
       dst[w + 1] = hi;
@@ -431,5 +422,3 @@ export function toStreamContext(c: VcpuState) {
     gsBaseUser: 0,
   };
 }
-
-export { PFINFO_LPINTAB, PFINFO_NOTAB };

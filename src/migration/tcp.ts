@@ -15,10 +15,10 @@
 import net from "node:net";
 import type { Kernel } from "../guest/kernel.js";
 import { RwLock } from "../guest/mfnlock.js";
-import { decodeGuestState, REC_PVMMU_GUEST_STATE, resumeGuest } from "../guest/suspend.js";
+import { REC_PVMMU_GUEST_STATE } from "../guest/suspend.js";
 import type { WorkloadRun } from "../guest/workloads.js";
 import type { Host } from "../xen/host.js";
-import { cancelSuspend, saveGuest } from "./guest.js";
+import { cancelSuspend, resumeRestored, saveGuest } from "./guest.js";
 import { drain, Restorer } from "./restore.js";
 import type { RoundStats, StreamSink } from "./save.js";
 import { StreamReader } from "./stream.js";
@@ -245,9 +245,7 @@ export function receive(socket: net.Socket, o: ReceiveOptions): Promise<Arrival>
           return fail(new Error(`expected GO, got '${control.trim()}'`), false);
         settled = true;
         try {
-          const st = rs!.collected.get(REC_PVMMU_GUEST_STATE);
-          if (st?.length !== 1) throw new Error("the stream carries no guest state record");
-          const { kernel, run } = resumeGuest(h, domid, decodeGuestState(st[0]));
+          const { kernel, run } = resumeRestored(h, domid, rs!.collected);
           resolve({ kernel, run, host: h, domid, bytes: reader.offset, ms: performance.now() - t0 });
         } catch (e) {
           rs!.abort();

@@ -89,6 +89,16 @@ export function entryFrame(lo: number, hi: number): number {
   return (hi & HI_ADDR_MASK) * 0x10_0000 + (lo >>> 12);
 }
 
+/** The low half of an entry with its frame number replaced by `frame` (flags kept). */
+export function withFrameLo(lo: number, frame: number): number {
+  return ((lo & 0xfff) | ((frame % 0x10_0000) << 12)) >>> 0;
+}
+
+/** The high half of an entry with its frame number replaced by `frame` (NX, AVL, keys kept). */
+export function withFrameHi(hi: number, frame: number): number {
+  return ((hi & ~HI_ADDR_MASK) | Math.floor(frame / 0x10_0000)) >>> 0;
+}
+
 /** Physical base address of the page or table an entry points to, for a given level/leafness. */
 export function entryAddress(lo: number, hi: number, leafLevel: 0 | 1 | 2 | 3): number {
   const base = (hi & HI_ADDR_MASK) * TWO32;
