@@ -486,18 +486,41 @@ function hostOptions(lines: ScenarioLine[]): HostOptions {
 }
 
 /**
- * Run a scenario's text. Throws ScenarioError for a malformed file (before
- * anything runs, when the problem is visible without running).
+ * A scenario run one line at a time (for tools that step through a scenario:
+ * the explorer, the fuzzer). `runScenario` is `ScenarioStepper` run to the end.
+ * The whole file is parsed and checked for shape when constructed (throws
+ * ScenarioError); each `step()` executes the next line and returns its result.
  */
-export function runScenario(text: string): ScenarioResult {
-  const lines = parseScenario(text);
-  for (const l of lines.slice(1)) {
-    if (l.obj.op === "host") throw new ScenarioError(l.line, '"host" may only be the first line');
+export class ScenarioStepper {
+  readonly lines: ScenarioLine[];
+  readonly results: LineResult[] = [];
+  private readonly runner: Runner;
+  private next = 0;
+
+  constructor(text: string | ScenarioLine[], extra: Partial<HostOptions> = {}) {
+    this.lines = typeof text === "string" ? parseScenario(text) : text;
+    for (const l of this.lines.slice(1)) {
+      if (l.obj.op === "host") throw new ScenarioError(l.line, '"host" may only be the first line');
+    }
+    this.runner = new Runner({ ...hostOptions(this.lines), ...extra });
+    if (this.lines[0]?.obj.op === "host") this.next = 1;
   }
-  const r = new Runner(hostOptions(lines));
-  const results: LineResult[] = [];
-  for (const l of lines) {
-    if (l.obj.op === "host") continue;
+
+  get host(): Host {
+    return this.runner.host;
+  }
+
+  /** Lines not yet run. */
+  get done(): boolean {
+    return this.next >= this.lines.length;
+  }
+
+  /** Run the next line; undefined when none is left. */
+  step(): LineResult | undefined {
+    const l = this.lines[this.next];
+    if (l === undefined) return undefined;
+    this.next++;
+    const r = this.runner;
     let actual: unknown;
     try {
       actual = r.exec(l);
@@ -519,15 +542,30 @@ export function runScenario(text: string): ScenarioResult {
       expected = { ...(expected as Obj), val: hex(r.value((expected as Obj).val, l.line, domOf(l.obj))) };
     }
     const ok = expected === undefined ? !(actual as Obj)?.exception : matches(expected, actual, l.line);
-    results.push({ line: l.line, op: String(l.obj.op), ok, expected, actual });
+    const res: LineResult = { line: l.line, op: String(l.obj.op), ok, expected, actual };
+    this.results.push(res);
+    return res;
   }
-  const a = r.host.audit();
-  const failures = results.filter((x) => !x.ok);
-  return {
-    host: r.host,
-    ok: failures.length === 0 && a.ok,
-    lines: results,
-    failures,
-    audit: { ok: a.ok, problems: a.problems.map((p) => p.message) },
-  };
+
+  /** Run every remaining line, then the auditor. */
+  finish(): ScenarioResult {
+    while (this.step());
+    const a = this.host.audit();
+    const failures = this.results.filter((x) => !x.ok);
+    return {
+      host: this.host,
+      ok: failures.length === 0 && a.ok,
+      lines: this.results,
+      failures,
+      audit: { ok: a.ok, problems: a.problems.map((p) => p.message) },
+    };
+  }
+}
+
+/**
+ * Run a scenario's text. Throws ScenarioError for a malformed file (before
+ * anything runs, when the problem is visible without running).
+ */
+export function runScenario(text: string): ScenarioResult {
+  return new ScenarioStepper(text).finish();
 }
