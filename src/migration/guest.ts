@@ -28,7 +28,7 @@ import {
 import type { WorkloadRun } from "../guest/workloads.js";
 import type { Host } from "../xen/host.js";
 import { type RestoreResult, restoreStream } from "./restore.js";
-import { type RoundStats, type SaveReport, type StreamSink, saveDomain } from "./save.js";
+import { type RoundStats, type SaveOptions, type SaveReport, type StreamSink, saveDomain } from "./save.js";
 
 export interface SaveGuestOptions extends SuspendOptions {
   live: boolean;
@@ -37,6 +37,8 @@ export interface SaveGuestOptions extends SuspendOptions {
   /** Instead of workload steps: what the guest does between batches. */
   onBatch?(): void | Promise<void>;
   onRound?(r: RoundStats): void;
+  /** Xen's precopy policy (default `simplePrecopyPolicy`). */
+  policy?: SaveOptions["policy"];
   /** Held around the suspend: the MFN lock's write side (resolves once every reader is out). */
   lock?: { acquireWrite(): Promise<void>; releaseWrite(): void };
 }
@@ -62,6 +64,7 @@ export async function saveGuest(
     const report = await saveDomain(h, k.domid, sink, {
       live: o.live,
       onRound: o.onRound,
+      policy: o.policy,
       onBatch:
         o.onBatch ??
         (() => {

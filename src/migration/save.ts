@@ -10,7 +10,10 @@
  *    L1–L4 (pinned ones marked); page tables are normalised (MFN → PFN in every
  *    present entry, L4 slots 256–271 zeroed, a superpage aborts with E2BIG, an
  *    entry to a frame outside the guest is deferred — sent as XTAB and resent in
- *    the final round — or, if the controller paused the domain, fatal ERANGE).
+ *    the final round — or, if the controller had paused the domain when the save
+ *    began (or, for the final round, after the suspend), fatal ERANGE). A page
+ *    that still fails in the final round goes as XTAB and the save completes
+ *    without it, as Xen's does (the deferred set is cleared after that round).
  *  - Live: log-dirty on, a full pass, then dirty passes until Xen's default
  *    policy says stop (fewer than 50 dirty pages, or the 5th pass), then the
  *    toolstack's suspend callback, the final CLEAN, dirty ∪ deferred sent with
@@ -119,6 +122,12 @@ class Saver {
   bytes = 0;
   pages = 0;
   deferred = new Set<number>();
+  /**
+   * `ctx->dominfo.flags & XEN_DOMINF_paused` (the controller's pause count, not the guest's
+   * suspend): read when the save starts (xc_domain_save) and again after the suspend
+   * (suspend_domain), never in between — the normaliser decides EAGAIN or ERANGE on this copy.
+   */
+  paused: boolean;
 
   constructor(
     private readonly h: Host,
@@ -128,6 +137,7 @@ class Saver {
     const d = h.domain(domid);
     if (!d) throw new SaveError(`no domain ${domid}`, 3);
     this.d = d;
+    this.paused = d.pauseCount > 0;
     this.frames = h.frames;
     const arch = d.sharedArch;
     if (arch.maxPfn < 1 || arch.p2mFrames.length < Math.ceil(arch.maxPfn / 512)) {
@@ -208,7 +218,6 @@ class Saver {
     for (let i = 0; i < n; i++) if (types[i] === PFINFO_XTAB) this.deferred.add(list[i]);
     const data = new Uint8Array(n * PAGE);
     const words = new Uint32Array(data.buffer);
-    const paused = this.d.pauseCount > 0;
     let count = 0;
     for (let i = 0; i < n; i++) {
       const t = types[i];
@@ -217,7 +226,7 @@ class Saver {
       const dst = words.subarray(count * 1024, count * 1024 + 1024);
       const level = t & 7;
       if (level >= 1 && level <= 4) {
-        const rc = this.normalise(src, dst, level, paused);
+        const rc = this.normalise(src, dst, level, list[i]);
         if (rc !== 0) {
           // EAGAIN: a present entry names a frame outside the guest — defer the page.
           types[i] = PFINFO_XTAB;
@@ -234,11 +243,12 @@ class Saver {
   }
 
   /**
-   * `normalise_page`: a copy of table `src` (of `level`) with every present entry's frame turned
-   * into a pfn and Xen's L4 slots zeroed. Returns 0, or -1 (EAGAIN: defer); throws E2BIG for a
-   * superpage and ERANGE for a bad entry while the domain is controller-paused.
+   * `normalise_pagetable`: a copy of table `src` (of `level`, the guest's pfn `at`) with every
+   * present entry's frame turned into a pfn and Xen's L4 slots zeroed. Returns 0, or -1 (EAGAIN:
+   * defer); throws E2BIG for a superpage and ERANGE for an entry naming a frame outside the
+   * guest while the domain is controller-paused (`paused`).
    */
-  private normalise(src: Uint32Array, dst: Uint32Array, level: number, paused: boolean): number {
+  private normalise(src: Uint32Array, dst: Uint32Array, level: number, at: number): number {
     for (let i = 0; i < 512; i++) {
       const w = i << 1;
       let lo = src[w];
@@ -247,10 +257,21 @@ class Saver {
         lo = 0;
         hi = 0;
       } else if (lo & 1) {
-        if (level >= 2 && lo & 0x80) throw new SaveError("Cannot migrate superpage", E2BIG);
-        const pfn = this.pfnOf(entryFrame(lo, hi));
+        if (level >= 2 && lo & 0x80) {
+          throw new SaveError(
+            `Cannot migrate superpage (L${level}[${i}]: 0x${hex64(lo, hi)}) in pfn 0x${at.toString(16)}`,
+            E2BIG,
+          );
+        }
+        const mfn = entryFrame(lo, hi);
+        const pfn = this.pfnOf(mfn);
         if (pfn < 0) {
-          if (paused) throw new SaveError(`Bad mfn for L${level}[${i}]`, ERANGE);
+          if (this.paused) {
+            throw new SaveError(
+              `Bad mfn for L${level}[${i}] in pfn 0x${at.toString(16)}: mfn 0x${mfn.toString(16)} is not in the guest's pseudophysical map`,
+              ERANGE,
+            );
+          }
           return -1;
         }
         lo = withFrameLo(lo, pfn);
@@ -278,6 +299,11 @@ class Saver {
     if (c.ctrlreg[1] !== 0) out.ctrlreg[1] = 1 + toPfn(c.ctrlreg[1] / PAGE, "cr1") * PAGE;
     return out;
   }
+}
+
+/** A 64-bit entry as 16 hex digits. */
+function hex64(lo: number, hi: number): string {
+  return (hi >>> 0).toString(16).padStart(8, "0") + (lo >>> 0).toString(16).padStart(8, "0");
 }
 
 /** Every pfn 0..max, ascending. */
@@ -319,6 +345,8 @@ export async function saveDomain(
   const suspend = async () => {
     pausedAt = performance.now();
     await o.suspend();
+    // suspend_domain: the domain information is read again (XEN_DOMINF_paused with it).
+    s.paused = s.d.pauseCount > 0;
     if (!s.d.suspended) throw new SaveError("Domain has not been suspended", EINVAL);
   };
   try {
