@@ -8,8 +8,10 @@
  * source answers `GO\n` and gives up its copy; only then does the receiver
  * resume the guest. If the connection breaks before READY arrives, the source
  * cancels the suspend and its guest runs on, unchanged; if it breaks before GO
- * arrives, the receiver discards the domain and frees every frame. A receiver
- * that rejects the stream says `ERROR <message>\n`.
+ * arrives, the receiver discards the domain and frees every frame. A source
+ * that gives up after READY (xl's `failed_resume`) closes without GO and runs
+ * its guest on: both rules together leave exactly one copy. A receiver that
+ * rejects the stream says `ERROR <message>\n`.
  */
 
 import net from "node:net";
@@ -120,6 +122,12 @@ export interface MigrateOptions {
   lock?: RwLock;
   /** Test hook: cut the connection after this many stream bytes. */
   cutAfter?: number;
+  /**
+   * Test hook: called once the receiver's READY has arrived, before GO. Returning true closes
+   * the connection instead of answering GO — as xl's sender does when it cannot rename the
+   * domain away (`failed_resume`: close, then resume at the sender) — and the guest runs on here.
+   */
+  cutBeforeGo?(): boolean;
   /** How long to wait for the receiver's READY (default 60 s). */
   answerTimeoutMs?: number;
 }
@@ -183,6 +191,14 @@ export async function migrateTo(
       cancelSuspend(h, k, r.suspend);
       lock.releaseWrite();
       throw new Error(`the receiver refused the migration: ${answer.replace(/^ERROR /, "")}`);
+    }
+    if (o.cutBeforeGo?.()) {
+      socket.destroy();
+      cancelSuspend(h, k, r.suspend);
+      lock.releaseWrite();
+      throw new Error(
+        "connection closed after READY, before GO: the migration is abandoned, the guest runs on here",
+      );
     }
     const downtimeMs = performance.now() - suspendedAt;
     socket.end("GO\n");
