@@ -482,6 +482,7 @@ function hostOptions(lines: ScenarioLine[]): HostOptions {
     pvLinearPt: opts.pvLinearPt === undefined ? undefined : opts.pvLinearPt === true,
     linearPolicy: policy as LinearPolicy,
     debugBuild: opts.debugBuild === true,
+    tlbEntries: opts.tlbEntries === undefined ? undefined : toNum(opts.tlbEntries, "tlbEntries", first.line),
   };
 }
 
@@ -513,6 +514,25 @@ export class ScenarioStepper {
   /** Lines not yet run. */
   get done(): boolean {
     return this.next >= this.lines.length;
+  }
+
+  /**
+   * Append one line (an object as a scenario file would hold it) and run it: for tools that
+   * generate lines as they go. Throws ScenarioError, and appends nothing, if the line is malformed.
+   */
+  run(obj: Record<string, unknown>): LineResult {
+    if (!this.done) throw new Error("run() needs every earlier line to have run");
+    if (obj.op === "host")
+      throw new ScenarioError(this.lines.length + 1, '"host" may only be the first line');
+    const l: ScenarioLine = { line: this.lines.length + 1, text: "", obj };
+    this.lines.push(l);
+    try {
+      return this.step()!;
+    } catch (e) {
+      this.lines.pop();
+      this.next--;
+      throw e;
+    }
   }
 
   /** Run the next line; undefined when none is left. */

@@ -259,6 +259,17 @@ export class Tlb {
     return n;
   }
 
+  /**
+   * Call `fn` with the physical base, size and permissions of every live entry, without
+   * building views (scans the TLB: for checkers, not hot paths).
+   */
+  forEachLive(fn: (pa: number, pageSize: number, perm: number) => void): void {
+    for (let s = 0; s < this.capacity; s++) {
+      if (!this.live(s)) continue;
+      fn(this.base[s], s < this.n4 ? 4096 : s < this.n4 + this.n2 ? 2 ** 21 : 2 ** 30, this.perm[s]);
+    }
+  }
+
   /** The live entries (for reports and tests). */
   entries(): TlbEntryView[] {
     const out: TlbEntryView[] = [];

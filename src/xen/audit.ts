@@ -14,6 +14,8 @@
  *    a type reference to it;
  *  - level discipline: entries of a validated L(n) point to L(n−1) tables, or
  *    are read-only same-level (linear) entries the policy allows;
+ *  - one hop (policy "xen"): no table both holds linear entries and is the
+ *    target of one;
  *  - ownership: validated tables map only their owner's frames (privileged
  *    domains may map others');
  *  - disallowed bits: no present entry of a validated table has them;
@@ -34,6 +36,7 @@ export interface AuditProblem {
     | "count"
     | "type_count"
     | "linear_count"
+    | "linear_chain"
     | "table_uses"
     | "write_exclusivity"
     | "stale_writable_tlb"
@@ -155,6 +158,9 @@ export function audit(h: Host): AuditReport {
   }
 
   const validatedL4 = new Map<number, number>();
+  /** Tables holding a linear entry to another table, and tables some linear entry targets. */
+  const linHolders = new Set<number>();
+  const linTargets = new Set<number>();
   for (const m of frames) {
     const t = f.type[m];
     if (t < 1 || t > 4 || !(f.flags[m] & F_VALIDATED)) continue;
@@ -235,6 +241,8 @@ export function audit(h: Host): AuditReport {
           add(tc, target);
           add(lin, m);
           add(lin, target, -1);
+          linHolders.add(m);
+          linTargets.add(target);
         }
       } else {
         problems.push({
@@ -288,6 +296,16 @@ export function audit(h: Host): AuditReport {
         kind: "table_uses",
         mfn: m,
         message: `${hex(m)}: uses as a table ${f.tableUses[m]}, expected ${uses.get(m) ?? 0}`,
+      });
+    }
+  }
+
+  for (const m of linHolders) {
+    if (linTargets.has(m)) {
+      problems.push({
+        kind: "linear_chain",
+        mfn: m,
+        message: `${hex(m)} (${typeName(m)}) holds linear entries and is the target of one: a chain of two hops`,
       });
     }
   }

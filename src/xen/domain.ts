@@ -13,6 +13,7 @@
 
 import { Cpu } from "../x86/cpu.js";
 import type { PhysicalMemory } from "../x86/memory.js";
+import type { TlbOptions } from "../x86/tlb.js";
 import { GrantTable } from "./grant.js";
 import type { DirtyLog } from "./logdirty.js";
 
@@ -37,10 +38,11 @@ export class Vcpu {
     readonly domain: Domain,
     readonly id: number,
     mem: PhysicalMemory,
+    tlb?: TlbOptions,
   ) {
     // Xen runs PV guests with CR4.PGE clear when XPTI or PCID is in use; the model keeps PGE off so
     // that kernel/user base switches flush every translation, as Xen's context switch does.
-    this.cpu = new Cpu(mem, { cr4: 1n << 5n });
+    this.cpu = new Cpu(mem, { cr4: 1n << 5n, tlb });
   }
 
   /** Load CR3 for the current mode's base pointer (flushes non-global TLB entries). */
@@ -108,6 +110,8 @@ export interface DomainOptions {
   io?: boolean;
   maxPages?: number;
   vcpus?: number;
+  /** TLB sizes of the vCPUs (default: the hardware model's). */
+  tlb?: TlbOptions;
 }
 
 export class Domain {
@@ -123,6 +127,8 @@ export class Domain {
   /** `vm_assist` bits. */
   vmAssist = 0;
   isDying = false;
+  /** Its resources are relinquished; what is left (a zombie) goes when its last page does. */
+  relinquished = false;
   /** `arch.pv.nr_l4_pages`: validated L4s. */
   nrL4Pages = 0;
   /** Frame (owned by Xen) of the per-domain mappings L3, installed in L4 slot 260. */
@@ -155,7 +161,7 @@ export class Domain {
     this.io = opts.io ?? this.privileged;
     this.maxPages = opts.maxPages ?? Number.MAX_SAFE_INTEGER;
     const n = opts.vcpus ?? 1;
-    for (let i = 0; i < n; i++) this.vcpus.push(new Vcpu(this, i, mem));
+    for (let i = 0; i < n; i++) this.vcpus.push(new Vcpu(this, i, mem, opts.tlb));
   }
 
   /**

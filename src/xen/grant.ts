@@ -353,7 +353,11 @@ export function unmapGrantRef(h: Host, v: Vcpu, op: UnmapOp, replace: boolean): 
     const lo = t[index * 2];
     const hi = t[index * 2 + 1];
     // The PTE must still map the granted frame, present, with the grant's RW.
-    if (entryMfn(lo, hi) !== mfn || (lo & LO_P) === 0 || ((lo & LO_RW) !== 0) === readonly) {
+    // (Injected bug grant-unmap-unchecked: whatever the PTE holds is cleared.)
+    if (
+      !h.bugs.grantUnmapUnchecked &&
+      (entryMfn(lo, hi) !== mfn || (lo & LO_P) === 0 || ((lo & LO_RW) !== 0) === readonly)
+    ) {
       return GNTST_general_error;
     }
     let nlo = 0;

@@ -12,9 +12,11 @@
  */
 
 import { PhysicalMemory } from "../x86/memory.js";
+import type { TlbOptions } from "../x86/tlb.js";
 import { DOMID_IO, DOMID_SELF, DOMID_XEN, ENOSYS, ESRCH } from "./abi.js";
 import { type AccessKind, type AccessResult, guestAccess } from "./access.js";
 import { type AuditReport, audit } from "./audit.js";
+import { type BugClass, InjectedBugs } from "./bugs.js";
 import { Domain, type DomainOptions, type Vcpu } from "./domain.js";
 import { getVcpuContext, pageFrameInfo, pauseDomain, setVcpuContext, type VcpuState } from "./domctl.js";
 import { F_VALIDATED, FrameTable } from "./frametable.js";
@@ -53,7 +55,7 @@ import {
 } from "./mmu.js";
 import { type MmuextOp, mmuextOp } from "./mmuext.js";
 import { type MulticallEntry, multicall, vmAssist } from "./multicall.js";
-import { destroyDomain } from "./teardown.js";
+import { destroyDomain, finishDestroy } from "./teardown.js";
 
 export type LinearPolicy = "xen" | "self-only" | "split-count";
 
@@ -75,6 +77,10 @@ export interface HostOptions {
   linearPolicy?: LinearPolicy;
   /** A debug build of Xen: `_PAGE_GNTTAB` (bit 62) is reserved in L1 entries. Default false. */
   debugBuild?: boolean;
+  /** Entries of each vCPU's TLB for 4 KiB pages (a power of two; default 4096). */
+  tlbEntries?: number;
+  /** Test-only: known bug classes to inject (src/xen/bugs.ts). Never set by the CLI. */
+  injectBugs?: readonly BugClass[];
 }
 
 /** Frames of the first MiB, owned by DOMID_IO. */
@@ -87,6 +93,10 @@ export class Host {
   readonly pvLinearPt: boolean;
   readonly linearPolicy: LinearPolicy;
   readonly debugBuild: boolean;
+  /** Bugs injected for tests (all false in normal use). */
+  readonly bugs: InjectedBugs;
+  /** TLB sizes of every vCPU created on this host. */
+  readonly tlb: TlbOptions | undefined;
   /** Every frame Xen owns (DOMID_XEN), in allocation order: the RO M2P L3 first. */
   readonly xenFrames: number[] = [];
   /** Xen-owned frames installed in every validated L4's Xen slots. */
@@ -120,6 +130,12 @@ export class Host {
     this.pvLinearPt = opts.pvLinearPt ?? true;
     this.linearPolicy = opts.linearPolicy ?? "xen";
     this.debugBuild = opts.debugBuild ?? false;
+    this.bugs = new InjectedBugs(opts.injectBugs);
+    const n = opts.tlbEntries;
+    this.tlb =
+      n === undefined
+        ? undefined
+        : { entries4k: n, entries2m: Math.max(1, n >>> 3), entries1g: Math.max(1, n >>> 6) };
     this.total = this.frames.frames;
     this.blocks = Math.ceil(this.total / 4096);
     this.stride = coprimeStride(this.blocks);
@@ -202,7 +218,7 @@ export class Host {
     if (!Number.isInteger(pages) || pages < 0)
       throw new RangeError(`pages must be a whole number, got ${pages}`);
     if (this.freeFrames() < pages + 1) throw new RangeError(`not enough free memory for ${pages} pages`);
-    const d = new Domain(opts, this.mem, this.frames.listPos);
+    const d = new Domain({ ...opts, tlb: opts.tlb ?? this.tlb }, this.mem, this.frames.listPos);
     d.perdomainL3 = this.allocXenFrame();
     this.domains.set(d.domid, d);
     for (let pfn = 0; pfn < pages; pfn++) this.assignPage(d, this.allocFrame(), pfn);
@@ -245,11 +261,13 @@ export class Host {
   /** The frame's last reference went: free it to the heap (`free_domheap_page`). */
   freePage(mfn: number): void {
     const f = this.frames;
-    if (f.listPos[mfn] >= 0) this.domains.get(f.ownerOf(mfn))?.pages.delete(mfn);
+    const d = f.listPos[mfn] >= 0 ? this.domains.get(f.ownerOf(mfn)) : undefined;
+    d?.pages.delete(mfn);
     this.used--;
     f.clear(mfn);
     this.mem.zeroFrame(mfn);
     this.freeList.push(mfn);
+    if (d?.relinquished && d.pages.size === 0) finishDestroy(this, d);
   }
 
   domain(domid: number): Domain | undefined {

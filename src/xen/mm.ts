@@ -29,6 +29,7 @@ import {
   LINEAR_PT_SLOT,
   PERDOMAIN_SLOT,
   PGT_l1_page_table,
+  PGT_l2_page_table,
   PGT_l4_page_table,
   PGT_writable_page,
   RO_MPT_SLOT,
@@ -110,7 +111,12 @@ export function getPageType(h: Host, mfn: number, type: number): number {
   const f = h.frames;
   const tc = f.typeCount[mfn];
   if (tc > 0) {
-    if (f.type[mfn] !== type) return -EINVAL;
+    if (f.type[mfn] !== type) {
+      // Injected bug (level-confusion): an L2 in use is accepted where an L1 belongs.
+      if (!(h.bugs.levelConfusion && type === PGT_l1_page_table && f.type[mfn] === PGT_l2_page_table)) {
+        return -EINVAL;
+      }
+    }
     f.typeCount[mfn] = tc + 1;
     return 0;
   }
@@ -123,7 +129,9 @@ export function getPageType(h: Host, mfn: number, type: number): number {
     // No CPU may keep a translation made under the old type — above all a writable one of a
     // frame becoming a table or descriptor page. Xen filters its flush by the frame's TLB-clock
     // stamp; the model flushes on every change into or out of a table/descriptor type.
-    if ((old >= 1 && old <= 5) || (type >= 1 && type <= 5)) flushDomainTlbs(h, f.ownerOf(mfn));
+    if (((old >= 1 && old <= 5) || (type >= 1 && type <= 5)) && !h.bugs.noTypeFlush) {
+      flushDomainTlbs(h, f.ownerOf(mfn));
+    }
   } else {
     f.typeCount[mfn] = 1;
   }
@@ -184,7 +192,7 @@ function splitCountRetype(h: Host, mfn: number, type: number): number {
   devalidatePage(h, mfn, old);
   f.type[mfn] = type;
   f.typeCount[mfn] = 1;
-  flushDomainTlbs(h, f.ownerOf(mfn));
+  if (!h.bugs.noTypeFlush) flushDomainTlbs(h, f.ownerOf(mfn));
   const rc = validatePage(h, mfn, type);
   if (rc !== 0) {
     // Back to what it was: a validated directory held by its uses as a table.
@@ -319,7 +327,9 @@ function promoteL1(h: Host, mfn: number, d: Domain): number {
       }
     } else rc = getPageFromL1e(h, lo, hi, d, d);
     if (rc < 0) {
-      for (let k = i - 1; k >= 0; k--) putPageFromL1e(h, t[k * 2], t[k * 2 + 1], d);
+      // (Injected bug validation-leak: the references of entries [0, i) are kept.)
+      if (!h.bugs.validationLeak)
+        for (let k = i - 1; k >= 0; k--) putPageFromL1e(h, t[k * 2], t[k * 2 + 1], d);
       return rc;
     }
     storeL1e(t, i, lo ^ rc, hi);
@@ -336,7 +346,7 @@ function promoteLn(h: Host, mfn: number, level: number, d: Domain): [number, num
     if ((lo & LO_P) === 0) continue;
     const rc = getPageFromLne(h, lo, t[i * 2 + 1], mfn, d, level);
     if (rc !== 0) {
-      for (let k = i - 1; k >= 0; k--) {
+      for (let k = h.bugs.validationLeak ? -1 : i - 1; k >= 0; k--) {
         if (level === 4 && isXenL4Slot(k)) continue;
         putPageFromLne(h, t[k * 2], t[k * 2 + 1], mfn);
       }
@@ -552,11 +562,12 @@ function getLinearPagetable(
     return true;
   }
   // Xen: one hop only — a table holds linear entries or is the target of some, never both.
-  if (f.linear[tableMfn] < 0 || f.linear[tableMfn] === 0x7fff) {
+  // (Injected bug linear-chain: chains of any length.)
+  if ((f.linear[tableMfn] < 0 && !h.bugs.linearChain) || f.linear[tableMfn] === 0x7fff) {
     putPage(h, target);
     return false;
   }
-  if (f.linear[target] > 0 || f.linear[target] === -0x8000) {
+  if ((f.linear[target] > 0 && !h.bugs.linearChain) || f.linear[target] === -0x8000) {
     putPage(h, target);
     return false;
   }
@@ -570,7 +581,11 @@ function getLinearPagetable(
   return true;
 }
 
-/** Does a present entry keep the same frame and the bits outside the fast-path whitelist? */
-export function fastPathOk(oldLo: number, oldHi: number, lo: number, hi: number): boolean {
-  return (oldLo & LO_P) !== 0 && ((oldLo ^ lo) & ~FASTPATH_LO) === 0 && ((oldHi ^ hi) & ~FASTPATH_HI) === 0;
+/**
+ * Does a present entry keep the same frame and the bits outside the fast-path whitelist?
+ * (`rwToo`: the injected bug fast-path-rw, which lets RW change without revalidation.)
+ */
+export function fastPathOk(oldLo: number, oldHi: number, lo: number, hi: number, rwToo = false): boolean {
+  const mask = rwToo ? FASTPATH_LO | LO_RW : FASTPATH_LO;
+  return (oldLo & LO_P) !== 0 && ((oldLo ^ lo) & ~mask) === 0 && ((oldHi ^ hi) & ~FASTPATH_HI) === 0;
 }

@@ -281,7 +281,7 @@ export function modL1Entry(
     storeL1e(scratch, 0, lo, hi); // adjust_guest_l1e
     lo = scratch[0];
     hi = scratch[1];
-    if (fastPathOk(olo, ohi, lo, hi)) {
+    if (fastPathOk(olo, ohi, lo, hi, h.bugs.fastPathRw)) {
       t[index * 2] = lo;
       t[index * 2 + 1] = hi;
       return 0;
@@ -316,7 +316,7 @@ export function modLnEntry(
   if (lo & LO_P) {
     if (lo & LN_DISALLOW) return -EINVAL;
     lo = (lo | LO_US | (level === 4 ? LO_A : 0)) >>> 0;
-    if (fastPathOk(olo, ohi, lo, hi)) {
+    if (fastPathOk(olo, ohi, lo, hi, h.bugs.fastPathRw)) {
       t[index * 2] = lo;
       t[index * 2 + 1] = hi >>> 0;
       return 0;

@@ -10,7 +10,11 @@
  *     count — which breaks linear (circular) references; L1s lose their type
  *     refs when the L2s above them are demoted.
  * Frames still referenced from elsewhere (foreign mappings) survive until
- * those go; the domain is kept as a zombie until then.
+ * those go; the domain is kept as a zombie until then, and with it its grant
+ * table: the shared grant frames keep the entries whose pins outlive the
+ * domain (a mapper's unmap still updates their status), as Xen frees the
+ * grant table only in `domain_destroy`, once the last reference is gone
+ * (`finishDestroy`, called by Host.freePage when a zombie's last page goes).
  */
 
 import { PGT_l2_page_table, PGT_l3_page_table, PGT_l4_page_table } from "./abi.js";
@@ -54,16 +58,22 @@ export function destroyDomain(h: Host, d: Domain): void {
       putPage(h, mfn);
     }
   }
-  // The Xen-heap pages shared with the domain (its grant-table frames) lose their allocation ref.
-  const f2 = h.frames;
+  d.relinquished = true;
+  if (d.pages.size === 0) finishDestroy(h, d);
+}
+
+/**
+ * `domain_destroy` once nothing references the domain's pages: its grant table's shared
+ * frames and its per-domain L3 are freed, and the domain is gone.
+ */
+export function finishDestroy(h: Host, d: Domain): void {
+  const f = h.frames;
   for (const m of d.xenPages.splice(0)) {
-    if (f2.allocated[m]) {
-      f2.allocated[m] = 0;
+    if (f.allocated[m]) {
+      f.allocated[m] = 0;
       putPage(h, m);
     }
   }
-  if (d.pages.size === 0) {
-    putPage(h, d.perdomainL3);
-    h.domains.delete(d.domid);
-  }
+  putPage(h, d.perdomainL3);
+  h.domains.delete(d.domid);
 }
