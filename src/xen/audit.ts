@@ -109,13 +109,10 @@ export function audit(h: Host): AuditReport {
       const fl = mt.mtFlags[handle];
       if (fl === 0) continue;
       const rd = h.domains.get(mt.mtDom[handle]);
-      if (!rd) {
-        problems.push({
-          kind: "grant",
-          message: `d${ld.domid} handle ${handle} maps a grant of vanished d${mt.mtDom[handle]}`,
-        });
-        continue;
-      }
+      // A maptrack entry may outlive its granter: the mapper dropped the grant PTE's references
+      // itself (an implicit unmap), so nothing kept the granter alive. Xen expects this ("This can
+      // happen when a grant is implicitly unmapped") and crashes the mapper if it then unmaps.
+      if (!rd) continue;
       const ref = mt.mtRef[handle];
       const ro = (fl & GNTMAP_readonly) !== 0;
       const key = `${rd.domid}:${ref}`;

@@ -1,0 +1,74 @@
+/**
+ * The fuzzer's cheap per-step checks. They look only at what the step could
+ * have broken locally — the entries of validated page tables whose frames were
+ * written in this step (every write goes through PhysicalMemory.frameForWrite,
+ * which notes the frame), and the vCPUs' TLBs (kept small in fuzz worlds) —
+ * and apply the auditor's local rules to them: write exclusivity, level
+ * discipline, no writable self-map, no writable cached translation of a table.
+ * Counts are global facts; the full audit (src/xen/audit.ts) checks them at
+ * intervals. A local suspicion is always confirmed by the full audit before it
+ * becomes a finding, so the two can never disagree about what is wrong.
+ */
+
+import { LO_P, LO_RW } from "../x86/pte.js";
+import { PERM_W } from "../x86/walk.js";
+import { DOMID_IO, PGT_writable_page } from "../xen/abi.js";
+import { F_VALIDATED } from "../xen/frametable.js";
+import type { Host } from "../xen/host.js";
+import { entryMfn, isXenL4Slot } from "../xen/mm.js";
+
+export class LocalChecker {
+  private readonly linearOk: boolean;
+
+  constructor(private readonly h: Host) {
+    h.mem.trackWrites(true);
+    this.linearOk = h.pvLinearPt && h.linearPolicy !== "self-only";
+  }
+
+  /** Forget the frames written so far (after setting up). */
+  reset(): void {
+    this.h.mem.takeWritten();
+  }
+
+  /** Does anything the last step touched break a local rule? */
+  suspicious(): boolean {
+    const h = this.h;
+    const f = h.frames;
+    const io = DOMID_IO + 1;
+    for (const m of h.mem.takeWritten()) {
+      const t = f.type[m];
+      if (t < 1 || t > 4 || !(f.flags[m] & F_VALIDATED)) continue;
+      const e = h.mem.frame(m);
+      for (let i = 0; i < 512; i++) {
+        const lo = e[i * 2];
+        if ((lo & LO_P) === 0) continue;
+        if (t === 4 && isXenL4Slot(i)) continue;
+        const target = entryMfn(lo, e[i * 2 + 1]);
+        if (!f.valid(target)) continue;
+        if (t === 1) {
+          if (lo & LO_RW && f.owner[target] !== io && f.type[target] !== PGT_writable_page) return true;
+          continue;
+        }
+        if (target === m) {
+          if (lo & LO_RW) return true;
+          continue;
+        }
+        const tt = f.type[target];
+        if (tt === t - 1) continue;
+        if (tt === t && (lo & LO_RW) === 0 && this.linearOk) continue;
+        return true;
+      }
+    }
+    let bad = false;
+    for (const d of h.domains.values()) {
+      for (const v of d.vcpus) {
+        v.cpu.tlb.forEachLive((pa, _size, perm) => {
+          if ((perm & PERM_W) === 0) return;
+          const m = Math.floor(pa / 4096);
+          if (f.valid(m) && f.type[m] >= 1 && f.type[m] <= 5 && f.typeCount[m] > 0) bad = true;
+        });
+      }
+    }
+    return bad;
+  }
+}
