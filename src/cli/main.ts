@@ -14,6 +14,7 @@ import { UsageError } from "./errors.js";
 import { MigrationFailed, registerMigrate } from "./migrate.js";
 import { registerReplay } from "./replay.js";
 import { registerRun } from "./run.js";
+import { registerServe } from "./serve.js";
 import { runTour } from "./tour.js";
 
 export function buildProgram(
@@ -43,6 +44,7 @@ export function buildProgram(
   registerRun(program, out, setExit);
   registerCompare(program, out, setExit);
   registerMigrate(program, out, setExit);
+  registerServe(program, out);
   for (const c of program.commands) {
     c.exitOverride();
     for (const s of c.commands) s.exitOverride();

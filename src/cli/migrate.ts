@@ -20,9 +20,10 @@ import { guestMemoryHash, restoreGuest, saveGuest } from "../migration/guest.js"
 import type { RoundStats, StreamSink } from "../migration/save.js";
 import { StreamError } from "../migration/stream.js";
 import { type Arrival, listen, migrateTo, parseAddress } from "../migration/tcp.js";
+import { type HostPort, LiveSampler, yieldToEvents } from "../web/live.js";
 import { Host } from "../xen/host.js";
 import { UsageError } from "./errors.js";
-import { parseCount, parseSize, runOptionsFrom } from "./run.js";
+import { parseCount, parseSize, runOptionsFrom, startPublisher } from "./run.js";
 
 interface Bar {
   round(r: RoundStats, bytesSoFar: number): void;
@@ -303,10 +304,15 @@ export function registerMigrate(
     });
 }
 
-/** `pvmmu run --migrate-to ADDR --after N`: the source side of a live migration. */
+/**
+ * `pvmmu run --migrate-to ADDR --after N`: the source side of a live migration. With
+ * `publish`, progress goes out live as well (src/web/live.ts): samples as the guest runs
+ * between batches, one event per pre-copy round.
+ */
 export async function runAndMigrate(
   o: GuestFlags & { migrateTo: string },
   out: (s: string) => void,
+  publish?: HostPort,
 ): Promise<void> {
   let to: ReturnType<typeof parseAddress>;
   try {
@@ -314,18 +320,39 @@ export async function runAndMigrate(
   } catch (e) {
     throw new UsageError(`--migrate-to: ${(e as Error).message}`);
   }
-  const { h, kernel, run } = boot(o);
+  const { h, kernel, run, opts } = boot(o);
+  const pub = publish ? await startPublisher(publish) : undefined;
+  const sampler = pub ? new LiveSampler(pub) : undefined;
+  pub?.publish({
+    type: "hello",
+    command: "run --migrate-to",
+    strategy: opts.strategy,
+    workload: opts.workload,
+    memoryBytes: opts.memoryBytes,
+    migrateTo: o.migrateTo,
+  });
+  sampler?.sample(kernel, run, "run", true);
   const bar = progress(kernel.pages * 4096 * 1.5, "migrating");
   try {
     let bytes = 0;
     const r = await migrateTo(h, kernel, run, to, {
       stepsPerBatch: 1,
+      // The same one step per batch as stepsPerBatch, with a sample and a turn of the event loop.
+      onBatch: sampler
+        ? async () => {
+            if (!run.done) run.next();
+            sampler.sample(kernel, run, "migrate");
+            await yieldToEvents();
+          }
+        : undefined,
       onRound: (x) => {
         bytes += x.bytes;
         bar.round(x, bytes);
+        pub?.publish({ type: "round", t: sampler!.elapsed(), ...x });
       },
     });
     bar.stop();
+    pub?.publish({ type: "end", t: sampler!.elapsed(), ok: true, message: `migrated to ${o.migrateTo}` });
     print(out, o.json, `migrated to ${o.migrateTo} (the receiver finishes the workload)`, {
       stepsHere: run.step,
       rounds: roundsSummary(r.rounds),
@@ -337,12 +364,20 @@ export async function runAndMigrate(
   } catch (e) {
     bar.stop();
     const left = finish(kernel, run);
+    pub?.publish({
+      type: "end",
+      t: sampler!.elapsed(),
+      ok: false,
+      message: `migration failed (${(e as Error).message}); the guest ran on here`,
+    });
     print(out, o.json, `migration failed (${(e as Error).message}); the guest ran on here`, {
       event: "failed",
       error: (e as Error).message,
       ...left,
     });
     throw new MigrationFailed((e as Error).message);
+  } finally {
+    await pub?.close();
   }
 }
 

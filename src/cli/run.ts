@@ -20,6 +20,7 @@ import {
 } from "../guest/report.js";
 import { MAX_GUEST_BYTES, type RunOptions, runWorkload } from "../guest/run.js";
 import { renderRunSummary } from "../report/summary.js";
+import { type HostPort, LivePublisher, parseHostPort, publishedRun } from "../web/live.js";
 import type { LinearPolicy } from "../xen/host.js";
 import { UsageError } from "./errors.js";
 import { runAndMigrate } from "./migrate.js";
@@ -117,6 +118,25 @@ interface RunFlags {
   json?: boolean;
   migrateTo?: string;
   after?: string;
+  publish?: string;
+}
+
+/** `--publish HOST:PORT` (PORT alone: 127.0.0.1; port 0: any free port, printed). */
+export function publishAddress(text: string): HostPort {
+  try {
+    return parseHostPort(text, "--publish");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** Start publishing and say where, on stderr (stdout carries the report). */
+export async function startPublisher(at: HostPort): Promise<LivePublisher> {
+  const pub = await LivePublisher.start(at);
+  process.stderr.write(
+    `pvmmu: publishing progress at ${pub.url} (pvmmu serve --attach ${pub.address.host}:${pub.address.port})\n`,
+  );
+  return pub;
 }
 
 function required(v: string | undefined, flag: string, choices?: readonly string[]): string {
@@ -178,12 +198,26 @@ export function registerRun(
     .option("--json", "print the report as JSON")
     .option("--migrate-to <addr>", "migrate the guest live to a receiving host (`pvmmu host`) at HOST:PORT")
     .option("--after <n>", "with --migrate-to: workload steps to run before migrating", "1")
+    .option(
+      "--publish <addr>",
+      "publish live progress at http://HOST:PORT/events (Server-Sent Events) for `pvmmu serve --attach HOST:PORT`",
+    )
     .action(async (o: RunFlags) => {
+      const publish = o.publish === undefined ? undefined : publishAddress(o.publish);
       if (o.migrateTo !== undefined) {
-        await runAndMigrate({ ...o, after: o.after ?? "1", migrateTo: o.migrateTo }, out);
+        await runAndMigrate({ ...o, after: o.after ?? "1", migrateTo: o.migrateTo }, out, publish);
         return;
       }
-      const report = runner(runOptionsFrom(o));
+      const opts = runOptionsFrom(o);
+      let report: RunReport;
+      if (publish) {
+        const pub = await startPublisher(publish);
+        try {
+          report = await publishedRun(opts, pub);
+        } finally {
+          await pub.close();
+        }
+      } else report = runner(opts);
       out(o.json ? `${JSON.stringify(report, null, 1)}\n` : renderRunSummary(report));
       setExit(report.audit.ok ? 0 : 1);
     });

@@ -11,7 +11,7 @@ import { makeMapper } from "./mappers/index.js";
 import { ShadowMapper } from "./mappers/shadow.js";
 import type { BootMethod, PinningPolicy, RunReport, StrategyName, WorkloadName } from "./report.js";
 import { measureRootVisit } from "./suspend.js";
-import { runWorkloadOn } from "./workloads.js";
+import { runWorkloadOn, WorkloadRun } from "./workloads.js";
 
 export interface RunOptions {
   strategy: StrategyName;
@@ -71,6 +71,34 @@ export function runWorkload(o: RunOptions): RunReport {
   const t0 = performance.now();
   const { h, kernel: k, boot } = bootOnHost(o);
   runWorkloadOn(k, o.workload, { seed: o.seed, iterations: o.iterations, mapped: o.mapped, frontend: 2 });
+  k.hc.flush();
+  const r = report(h, k, o, boot, performance.now() - t0);
+  r.memoryHash = guestMemoryHash(k);
+  const n = o.visitSpaces ?? 1000;
+  if (n > 0) r.suspendVisit = measureRootVisit(k, n);
+  return r;
+}
+
+/**
+ * `runWorkload` one step at a time, calling `onStep` after the boot and after every workload
+ * step (a progress callback: `pvmmu run --publish` lets the event loop run there). The same
+ * hypercalls in the same order as `runWorkload`, so the same report but for the times.
+ */
+export async function runWorkloadStepped(
+  o: RunOptions,
+  onStep: (k: Kernel, run: WorkloadRun) => void | Promise<void>,
+): Promise<RunReport> {
+  const t0 = performance.now();
+  const { h, kernel: k, boot } = bootOnHost(o);
+  const run = new WorkloadRun(k, o.workload, {
+    seed: o.seed,
+    iterations: o.iterations,
+    mapped: o.mapped,
+    frontend: 2,
+  });
+  await onStep(k, run);
+  while (run.next()) await onStep(k, run);
+  await onStep(k, run);
   k.hc.flush();
   const r = report(h, k, o, boot, performance.now() - t0);
   r.memoryHash = guestMemoryHash(k);
