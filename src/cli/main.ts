@@ -11,6 +11,7 @@ import { AddressSyntaxError } from "../x86/address.js";
 import { registerCompare } from "./compare.js";
 import { registerDump } from "./dump.js";
 import { UsageError } from "./errors.js";
+import { registerFuzz } from "./fuzz.js";
 import { MigrationFailed, registerMigrate } from "./migrate.js";
 import { registerReplay } from "./replay.js";
 import { registerRun } from "./run.js";
@@ -44,6 +45,7 @@ export function buildProgram(
   registerRun(program, out, setExit);
   registerCompare(program, out, setExit);
   registerMigrate(program, out, setExit);
+  registerFuzz(program, out, setExit);
   registerServe(program, out);
   for (const c of program.commands) {
     c.exitOverride();

@@ -40,6 +40,8 @@ export interface FuzzOptions {
   maxFindings?: number;
   /** Replays fast-check's shrinker may try per finding. */
   shrinkBudget?: number;
+  /** How to say where a finding came from (a comment line of its file). */
+  origin?: string;
   /** Test-only: bugs injected into the hypervisor (src/xen/bugs.ts). */
   injectBugs?: readonly BugClass[];
   /** Called every few thousand steps with the steps done and findings so far. */
@@ -146,7 +148,9 @@ class Episode {
   }
 }
 
-function resolve(o: FuzzOptions): Required<Omit<FuzzOptions, "injectBugs" | "onProgress" | "world">> & {
+function resolve(o: FuzzOptions): Required<
+  Omit<FuzzOptions, "injectBugs" | "onProgress" | "world" | "origin">
+> & {
   world: WorldOptions;
 } {
   const world = { ...DEFAULT_WORLD, ...o.world };
@@ -155,8 +159,8 @@ function resolve(o: FuzzOptions): Required<Omit<FuzzOptions, "injectBugs" | "onP
     seed: o.seed >>> 0,
     steps: o.steps,
     world,
-    episodeSteps: o.episodeSteps ?? 200,
-    auditEvery: o.auditEvery ?? 50,
+    episodeSteps: o.episodeSteps ?? 400,
+    auditEvery: o.auditEvery ?? 100,
     maxFindings: o.maxFindings ?? 1,
     shrinkBudget: o.shrinkBudget ?? 4000,
   };
@@ -197,7 +201,10 @@ export function fuzz(opts: FuzzOptions): FuzzResult {
         opts.onProgress?.(steps, findings.length);
       }
       if (out) {
-        findings.push(shrinkFinding(o, opts.injectBugs, actions, out, episode));
+        const origin =
+          opts.origin ??
+          `pvmmu fuzz --seed ${o.seed} --policy ${o.world.policy} --domains ${o.world.domains}`;
+        findings.push(shrinkFinding(o, opts.injectBugs, actions, out, episode, origin));
         break;
       }
     }
@@ -229,6 +236,7 @@ function shrinkFinding(
   actions: Action[],
   det: Detection,
   episode: number,
+  origin: string,
 ): Finding {
   const fails = (cand: Action[]) => {
     if (cand.length === 0) return false;
@@ -286,8 +294,7 @@ function shrinkFinding(
     `# pvmmu fuzz finding — invariant violated: ${final.kind}`,
     `# ${final.message}`,
     ...final.problems.slice(1, 6).map((p) => `#   also: ${p}`),
-    `# found by pvmmu fuzz --seed ${o.seed} --policy ${o.world.policy} --domains ${o.world.domains} (episode ${episode}),` +
-      ` shrunk from ${actions.length} to ${calls.length} calls`,
+    `# found by ${origin} (episode ${episode}), shrunk from ${actions.length} to ${calls.length} calls`,
   ];
   const body = calls.map((c) => JSON.stringify(c));
   if (final.kind === "exception") body.splice(body.length - 1, 0, `# the next line throws: ${final.message}`);

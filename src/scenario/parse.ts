@@ -82,6 +82,8 @@ for (const [k, v] of [...Object.entries(abi), ...Object.entries(grant), ...Objec
 }
 for (const [k, v] of Object.entries(abi.MMUEXT)) CONSTANTS[k] = BigInt(v);
 
+const HEX = /^0x[0-9a-f]{1,16}$/i;
+
 /** An integer from a JSON number, a numeric string, or Xen constant names joined by `|`. */
 export function toBig(v: unknown, what: string, line: number): bigint {
   if (typeof v === "bigint") return v;
@@ -90,6 +92,7 @@ export function toBig(v: unknown, what: string, line: number): bigint {
     return BigInt(v);
   }
   if (typeof v === "string") {
+    if (HEX.test(v)) return BigInt(v); // the common case: one plain hex number
     let acc = 0n;
     for (const part of v.split("|").map((s) => s.trim())) {
       if (/^-?0x[0-9a-f]+$/i.test(part)) acc |= part.startsWith("-") ? -BigInt(part.slice(1)) : BigInt(part);
@@ -103,6 +106,7 @@ export function toBig(v: unknown, what: string, line: number): bigint {
 }
 
 export function toNum(v: unknown, what: string, line: number): number {
+  if (typeof v === "number" && Number.isSafeInteger(v)) return v;
   const b = toBig(v, what, line);
   if (b > BigInt(Number.MAX_SAFE_INTEGER) || b < -BigInt(Number.MAX_SAFE_INTEGER)) {
     throw new ScenarioError(line, `${what} is too large`);

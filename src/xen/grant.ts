@@ -346,8 +346,29 @@ export function unmapGrantRef(h: Host, v: Vcpu, op: UnmapOp, replace: boolean): 
     if (replace && op.new_addr !== undefined && op.new_addr !== 0n && flags & GNTMAP_contains_pte) {
       return GNTST_general_error;
     }
+    // unmap_and_replace first steals the PTE at new_addr (`steal_linear_address`: the entry is
+    // cleared and its references move to this call), then checks the grant's PTE — in Xen's
+    // order, so new_addr == host_addr steals the grant PTE itself and the check then fails.
+    let nlo = 0;
+    let nhi = 0;
+    let stolen = false;
+    if (replace && op.new_addr !== undefined && op.new_addr !== 0n) {
+      const from = guestL1e(h, v, op.new_addr);
+      if (!from) return GNTST_general_error;
+      const s = h.mem.frameForWrite(from[0]);
+      nlo = s[from[1] * 2];
+      nhi = s[from[1] * 2 + 1];
+      s[from[1] * 2] = 0;
+      s[from[1] * 2 + 1] = 0;
+      stolen = true;
+    }
+    /** On error Xen is still responsible for the stolen PTE: its references go. */
+    const failed = (): number => {
+      if (stolen) putPageFromL1e(h, nlo, nhi, ld);
+      return GNTST_general_error;
+    };
     const l1 = grantPteSlot(h, v, op.host_addr, flags & GNTMAP_contains_pte);
-    if (l1 < 0) return GNTST_general_error;
+    if (l1 < 0) return failed();
     const index = slotIndex;
     const t = h.mem.frameForWrite(l1);
     const lo = t[index * 2];
@@ -358,18 +379,7 @@ export function unmapGrantRef(h: Host, v: Vcpu, op: UnmapOp, replace: boolean): 
       !h.bugs.grantUnmapUnchecked &&
       (entryMfn(lo, hi) !== mfn || (lo & LO_P) === 0 || ((lo & LO_RW) !== 0) === readonly)
     ) {
-      return GNTST_general_error;
-    }
-    let nlo = 0;
-    let nhi = 0;
-    if (replace && op.new_addr !== undefined && op.new_addr !== 0n) {
-      const from = guestL1e(h, v, op.new_addr);
-      if (!from) return GNTST_general_error;
-      const s = h.mem.frameForWrite(from[0]);
-      nlo = s[from[1] * 2];
-      nhi = s[from[1] * 2 + 1];
-      s[from[1] * 2] = 0;
-      s[from[1] * 2 + 1] = 0;
+      return failed();
     }
     t[index * 2] = nlo;
     t[index * 2 + 1] = nhi;
