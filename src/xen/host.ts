@@ -383,6 +383,9 @@ export class Host {
     const f = this.frames;
     if (!f.valid(mfn) || f.ownerOf(mfn) !== domid || index < 0 || index > 511) return false;
     if (f.typeCount[mfn] > 0 && f.type[mfn] !== 0 && f.type[mfn] !== 7) return false;
+    // Under split-count, a directory still used as a table one level down stays validated with
+    // type count 0: it cannot become writable (get_page_type(writable) fails), so no poke.
+    if (f.tableUses[mfn] > 0) return false;
     this.mem.write64(mfn * 4096 + index * 8, val);
     return true;
   }
