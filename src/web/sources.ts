@@ -288,6 +288,8 @@ export function openScenario(path: string): HostSource {
     if (e instanceof ScenarioError || e instanceof RangeError) throw new OpenError(`${path}: ${e.message}`);
     throw e;
   }
+  // A line that cannot run makes the file malformed, as for `pvmmu replay` (exit code 2).
+  if (session.blockedError !== undefined) throw new OpenError(`${path}: ${session.blockedError}`);
   return new HostSource("scenario", basename(path), () => session.host, session);
 }
 

@@ -51,6 +51,11 @@ export class ScenarioSession {
     return this.stepper.results.length;
   }
 
+  /** Why a line cannot run (ScenarioError's message), if one cannot. */
+  get blockedError(): string | undefined {
+    return this.blocked === undefined ? undefined : this.blockedMessage;
+  }
+
   /** The furthest position reachable (the end, or just before a line that cannot run). */
   get end(): number {
     return this.blocked ?? this.lines.length;
