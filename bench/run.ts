@@ -17,6 +17,7 @@
  *  grant_map_unmap_per_s  grant map + unmap pairs per second (contains_pte, batches of 64)
  *  boot_64g_ms, fork_exec_exit_per_s (+ one per strategy): see bench/guest.ts
  *  save_bytes_per_s, restore_bytes_per_s, migrate_bytes_per_s, migrate_downtime_ms: see bench/migration.ts
+ *  fuzz_steps_per_s, fuzz_scaling: see bench/fuzz.ts
  */
 
 import { spawnSync } from "node:child_process";
@@ -30,6 +31,7 @@ import { Cpu } from "../src/x86/cpu.js";
 import { PhysicalMemory } from "../src/x86/memory.js";
 import { LO_A, LO_RW } from "../src/x86/pte.js";
 import { PageWalker, PagingMode } from "../src/x86/walk.js";
+import { benchFuzz } from "./fuzz.js";
 import { benchGuest } from "./guest.js";
 import { benchMigration } from "./migration.js";
 import { benchXen, grantMapUnmapPerS, rss256g } from "./xen.js";
@@ -90,6 +92,8 @@ const targets: Record<string, [number, "min" | "max", string]> = {
   restore_bytes_per_s: [1e9, "min", "B/s"],
   migrate_bytes_per_s: [5e8, "min", "B/s"],
   migrate_downtime_ms: [100, "max", "ms"],
+  fuzz_steps_per_s: [1e5, "min", "steps/s"],
+  fuzz_scaling: [1.7, "min", "x"],
 };
 
 function report(key: string, value: number): void {
@@ -214,6 +218,13 @@ function report(key: string, value: number): void {
     report(key, value);
     if (m.notes[key]) log(m.notes[key]);
   }
+}
+
+// ---- fuzzer ----
+{
+  const z = await benchFuzz();
+  report("fuzz_steps_per_s", z.fuzz_steps_per_s);
+  report("fuzz_scaling", z.fuzz_scaling);
 }
 
 if (json) process.stdout.write(`${JSON.stringify(figures)}\n`);
