@@ -31,6 +31,7 @@ import { Cpu } from "../src/x86/cpu.js";
 import { PhysicalMemory } from "../src/x86/memory.js";
 import { LO_A, LO_RW } from "../src/x86/pte.js";
 import { PageWalker, PagingMode } from "../src/x86/walk.js";
+import { benchExplorer } from "./explorer.js";
 import { benchFuzz } from "./fuzz.js";
 import { benchGuest } from "./guest.js";
 import { benchMigration } from "./migration.js";
@@ -225,6 +226,16 @@ function report(key: string, value: number): void {
   const z = await benchFuzz();
   report("fuzz_steps_per_s", z.fuzz_steps_per_s);
   report("fuzz_scaling", z.fuzz_scaling);
+}
+
+// ---- the web explorer (headless Chromium) ----
+{
+  const e = await benchExplorer();
+  if ("skipped" in e) log(`explorer_redraw_ms               skipped: ${e.skipped}`);
+  else {
+    log(`(frame map of ${e.frames} frames)`);
+    report("explorer_redraw_ms", e.redrawMs);
+  }
 }
 
 if (json) process.stdout.write(`${JSON.stringify(figures)}\n`);

@@ -56,6 +56,11 @@ export function barChart(
 ): void {
   const max = Math.max(1, ...pts.map((p) => p.y));
   const g = frame(c, title, max, unit);
+  if (pts.length === 0) {
+    g.fillStyle = "#8b949e";
+    g.fillText("none yet (rounds come with a live migration)", 8, 60);
+    return;
+  }
   const top = 40;
   const h = c.height - top - 20;
   const w = (c.width - 16) / Math.max(1, pts.length);

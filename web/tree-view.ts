@@ -126,7 +126,11 @@ export class TreeView {
       badges.push(el("span", { class: "badge back" }, `↺ back edge to ${hex(e.target)}`));
     if (e.kind === "linear")
       badges.push(
-        el("span", { class: "badge back" }, `↺ linear: a ${LEVEL_NAMES[t.level]} used one level down`),
+        el(
+          "span",
+          { class: "badge back" },
+          `↺ linear: a same-level ${LEVEL_NAMES[t.level]} (read one level down)`,
+        ),
       );
     if (e.kind === "xen-slot") badges.push(el("span", { class: "badge xen" }, "Xen slot"));
     if (e.kind === "io") badges.push(el("span", { class: "badge" }, "I/O"));
