@@ -19,6 +19,8 @@ import { FRAME_CLASSES, type FrameMap } from "./protocol.js";
 
 /** The map's width in CSS pixels (cells shrink to one pixel for the largest hosts, then it scrolls). */
 const MAP_WIDTH = 1024;
+/** The largest cell: a 64 MiB scenario host (16,384 frames) is 512 pixels square. */
+const MAX_CELL = 4;
 
 export class FrameMapView {
   private readonly canvas = el("canvas", { id: "map-canvas", "data-testid": "frame-map" });
@@ -57,7 +59,7 @@ export class FrameMapView {
     const sameSize = this.map?.frames === map.frames;
     this.map = map;
     if (!sameSize) {
-      this.layout = mapLayout(map.frames, MAP_WIDTH);
+      this.layout = mapLayout(map.frames, MAP_WIDTH, MAX_CELL);
       const { cols, rows, cell } = this.layout;
       this.canvas.width = cols;
       this.canvas.height = Math.max(1, rows);

@@ -342,6 +342,16 @@ export async function runTour(out: (s: string) => void, json: boolean): Promise<
     );
   }
 
+  // 12. The web explorer (it serves until stopped, so the tour only says how to open it).
+  s = section("Seeing it: the web explorer");
+  s.push(
+    "`pvmmu serve scenarios/xen/20-linear-one-hop.jsonl` serves http://127.0.0.1:7700/: every machine frame coloured",
+    "    by type, the page-table tree from each vCPU's base pointers (self-maps and linear entries as back edges),",
+    "    each frame's counts with every reference that holds it, and the scenario stepped line by line, back and forth",
+    "`pvmmu serve --image linux.raw --cr3 0x…` does the same for a memory dump; `pvmmu serve saved.img` for a saved guest;",
+    "    `pvmmu run … --publish 127.0.0.1:7071` with `pvmmu serve --attach 127.0.0.1:7071` charts a run live (docs/explorer.md)",
+  );
+
   if (json) {
     out(`${JSON.stringify({ sections }, null, 1)}\n`);
     return;
@@ -355,6 +365,6 @@ export async function runTour(out: (s: string) => void, json: boolean): Promise<
     "\nNext: `pvmmu dump --help` to inspect your own memory dumps; `pvmmu replay --help` for scenarios;\n" +
       "`pvmmu run --help` and `pvmmu compare --help` to measure the guest strategies;\n" +
       "`pvmmu save`, `restore`, `host` and `run --migrate-to` to move guests (docs/migration.md);\n" +
-      "`pvmmu fuzz` to attack the hypervisor (docs/fuzz.md).\n",
+      "`pvmmu fuzz` to attack the hypervisor (docs/fuzz.md); `pvmmu serve` to look at it all (docs/explorer.md).\n",
   );
 }

@@ -91,6 +91,7 @@ export class LivePublisher {
           return;
         }
         res.writeHead(200, SSE_HEADERS);
+        res.flushHeaders(); // the subscriber knows it is attached before the first event
         for (const ev of pub!.history.events) res.write(sseLine(ev));
         pub!.subscribers.add(res);
         req.on("close", () => pub!.subscribers.delete(res));

@@ -173,7 +173,21 @@ describe.skipIf(!have)("explorer in Chromium", () => {
     for (let m = 0; m < host().frames.frames; m++)
       if (host().frames.owner[m] && host().frames.type[m] === 4) l4s++;
     expect(Number(await page.getAttribute('#map-legend [data-class="l4"]', "data-count"))).toBe(l4s);
+    await page.evaluate("window.scrollTo(0, 0)");
     await shot("scenario");
+    // PVMMU_DOCS_SCREENSHOT=1 also refreshes the README's picture from this state.
+    if (process.env.PVMMU_DOCS_SCREENSHOT) {
+      // Line 18 makes L4[5] a linear entry: the step's changes, the entry marked in the tree.
+      await page.click('#lines li[data-line="18"]');
+      await page.waitForSelector('#stepper[data-position="15"]:not([data-busy])');
+      await page.waitForSelector('.tnode[data-level="4"] > .entries > li.entry.changed[data-index="5"]');
+      await page.click('.tnode[data-level="4"] > .entries > li.entry[data-index="5"] > .eline > a.target');
+      await page.waitForSelector("#ref-totals");
+      await page.setViewportSize({ width: 1500, height: 1750 });
+      await page.evaluate("window.scrollTo(0, 0)");
+      await page.screenshot({ path: join(ROOT, "docs", "explorer.png") });
+      await page.setViewportSize({ width: 1500, height: 1100 });
+    }
 
     // Back one line at a time: the inspector follows, with the counts at that line.
     const inspected = Number(await page.getAttribute("#inspected", "data-mfn"));
@@ -254,6 +268,8 @@ describe.skipIf(!have)("explorer in Chromium", () => {
     await page.waitForSelector("#live-status");
     const pub = await LivePublisher.start({ host: "127.0.0.1", port: livePort });
     try {
+      // The relay finds the publisher (it retries every half second), then the run starts.
+      await page.waitForSelector('#live-status[data-connected="true"]');
       const run = publishedRun(
         {
           strategy: "recursive",
