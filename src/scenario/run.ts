@@ -557,6 +557,11 @@ export class ScenarioStepper {
       );
       expected = { ...(expected as Obj), dev_bus_addr: addrs };
     }
+    if (l.obj.op === "access" && expected && (expected as Obj).fault === true) {
+      // {"fault": true}: any fault.
+      const f = (actual as Obj | undefined)?.fault;
+      expected = { ...(expected as Obj), fault: f !== false && f !== undefined ? f : "a fault" };
+    }
     if (l.obj.op === "check_entry" && expected && typeof (expected as Obj).val === "object") {
       // {"val": {"pfn":…, "flags":…}}: the stored entry's expected value.
       expected = { ...(expected as Obj), val: hex(r.value((expected as Obj).val, l.line, domOf(l.obj))) };

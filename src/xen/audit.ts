@@ -27,7 +27,7 @@ import { LO_P, LO_RW } from "../x86/pte.js";
 import { PERM_W } from "../x86/walk.js";
 import { DOMID_IO, LINEAR_PT_SLOT, PGT_l1_page_table, PGT_NAMES, PGT_writable_page } from "./abi.js";
 import { F_PINNED, F_VALIDATED } from "./frametable.js";
-import { GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly, GTF_reading, GTF_writing } from "./grant.js";
+import { GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly } from "./grant.js";
 import type { Host } from "./host.js";
 import { entryMfn, isXenL4Slot, L1_DISALLOW, LN_DISALLOW } from "./mm.js";
 
@@ -138,18 +138,15 @@ export function audit(h: Host): AuditReport {
           message: `d${rd.domid} grant ${ref}: pin 0x${pin.toString(16)}, maptrack says 0x${want.toString(16)}`,
         });
       }
-      const [words, w] = gt.entryWords(h, ref);
-      const flags = words[w] & 0xffff;
-      if (
-        ((flags & GTF_reading) !== 0) !== (pin !== 0) ||
-        ((flags & GTF_writing) !== 0) !== ((pin & 0x00ff00ff) !== 0)
-      ) {
-        if (pin !== 0 || (flags & (GTF_reading | GTF_writing)) !== 0) {
-          problems.push({
-            kind: "grant",
-            message: `d${rd.domid} grant ${ref}: flags 0x${flags.toString(16)} disagree with pin 0x${pin.toString(16)}`,
-          });
-        }
+      // The entry's GTF_reading/GTF_writing bits live in memory the granter may write (it maps
+      // its grant frames), so they prove nothing; what must hold is that a pinned entry's frame
+      // is still the granter's live grant-table frame.
+      const fr = gt.frames[ref >>> 9];
+      if (pin !== 0 && (!f.allocated[fr] || f.ownerOf(fr) !== rd.domid)) {
+        problems.push({
+          kind: "grant",
+          message: `d${rd.domid} grant ${ref} is pinned (0x${pin.toString(16)}) but its frame ${hex(fr)} is no longer the granter's grant-table frame`,
+        });
       }
     }
   }
@@ -308,6 +305,9 @@ export function audit(h: Host): AuditReport {
   }
 
   // No CPU may hold a writable translation of a frame typed as a page table.
+  // Xen's type-change flush covers the owner's dirty CPUs (`d->dirty_cpumask`), so a privileged
+  // domain's stale writable translation of another domain's frame (a foreign mapping it removed
+  // without flushing) may survive, as in Xen: that domain can write any memory anyway.
   for (const d of h.domains.values()) {
     for (const v of d.vcpus) {
       for (const e of v.cpu.tlb.entries()) {
@@ -315,6 +315,7 @@ export function audit(h: Host): AuditReport {
         for (let off = 0; off < e.pageSize; off += 4096) {
           const m = Math.floor((e.pa + off) / 4096);
           const t = f.valid(m) ? f.type[m] : 0;
+          if (d.privileged && f.valid(m) && f.ownerOf(m) !== d.domid) continue;
           if (t >= 1 && t <= 5 && f.typeCount[m] > 0) {
             problems.push({
               kind: "stale_writable_tlb",

@@ -44,6 +44,7 @@ import {
 } from "./grant.js";
 import { type ShadowOpResult, shadowOp } from "./logdirty.js";
 import { type MemoryResult, memoryOp, type Reservation } from "./memory.js";
+import { flushDomainTlbs } from "./mm.js";
 import {
   getPgOwner,
   type HypercallResult,
@@ -446,6 +447,25 @@ export class Host {
   ): { rc: number; results: Record<string, unknown>[] } {
     const v = this.vcpu(domid, vcpu);
     const results: Record<string, unknown>[] = [];
+    // An unmap batch ends with `gnttab_flush_tlb(current->domain)`: every CPU the mapper may have
+    // run on drops its translations before the references go (modelled after the batch; nothing
+    // else runs in between). Without it a stale translation outlives the grant.
+    if (cmd === GNTTABOP_unmap_grant_ref || cmd === GNTTABOP_unmap_and_replace) {
+      try {
+        return this.grantOps(v, cmd, ops, results);
+      } finally {
+        if (this.domains.get(domid) === v.domain) flushDomainTlbs(this, domid);
+      }
+    }
+    return this.grantOps(v, cmd, ops, results);
+  }
+
+  private grantOps(
+    v: Vcpu,
+    cmd: number,
+    ops: Record<string, unknown>[],
+    results: Record<string, unknown>[],
+  ): { rc: number; results: Record<string, unknown>[] } {
     for (const op of ops) {
       switch (cmd) {
         case GNTTABOP_map_grant_ref:

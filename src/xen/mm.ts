@@ -188,21 +188,31 @@ function splitCountRetype(h: Host, mfn: number, type: number): number {
   const f = h.frames;
   const old = f.type[mfn];
   if (type !== old - 1 || !(f.flags[mfn] & F_VALIDATED)) return -EINVAL;
-  f.flags[mfn] &= ~F_VALIDATED;
-  devalidatePage(h, mfn, old);
+  // Validate as the lower level first, while the directory's own references are still held:
+  // nothing can be freed in between, and a failure leaves everything as it was — the contents
+  // included (promotion rewrites entries as it goes). Only then do the directory's entries let go.
+  const t = h.mem.frameForWrite(mfn);
+  const before = t.slice();
+  const linear = f.linear[mfn];
   f.type[mfn] = type;
   f.typeCount[mfn] = 1;
-  if (!h.bugs.noTypeFlush) flushDomainTlbs(h, f.ownerOf(mfn));
+  f.flags[mfn] &= ~F_VALIDATED;
   const rc = validatePage(h, mfn, type);
   if (rc !== 0) {
-    // Back to what it was: a validated directory held by its uses as a table.
+    t.set(before);
     f.type[mfn] = old;
-    f.typeCount[mfn] = 1;
-    const again = validatePage(h, mfn, old);
-    if (again !== 0) throw new Error("split-count: could not restore a directory after a failed retype");
     f.typeCount[mfn] = 0;
+    f.flags[mfn] |= F_VALIDATED;
+    f.linear[mfn] = linear;
     return rc;
   }
+  const after = t.slice();
+  t.set(before);
+  f.type[mfn] = old;
+  devalidatePage(h, mfn, old);
+  f.type[mfn] = type;
+  t.set(after);
+  if (!h.bugs.noTypeFlush) flushDomainTlbs(h, f.ownerOf(mfn));
   f.typeCount[mfn] = 1 + f.tableUses[mfn];
   f.tableUses[mfn] = 0;
   return 0;
