@@ -337,7 +337,7 @@ export async function runTour(out: (s: string) => void, json: boolean): Promise<
       `${r.coverage.pairs} hypercall × result pairs reached, e.g. mmu_update: ${Object.keys(byOp.mmu_update ?? {}).join(", ")}`,
       "a finding is shrunk with fast-check to a scenario file naming the broken invariant; the real ones found so far",
       "    are fixed and kept in scenarios/regressions/ (a grant table freed under a zombie granter, unmap_and_replace",
-      "    onto its own PTE, a poke into a split-count directory still in use)",
+      "    onto its own PTE, a grant unmap without Xen's TLB flush, two split-count corner cases)",
       "(`pvmmu fuzz --steps 1M --workers 2 --policy split-count` runs more; docs/fuzz.md.)",
     );
   }
