@@ -23,7 +23,7 @@ import { type Arrival, listen, migrateTo, parseAddress } from "../migration/tcp.
 import { type HostPort, LiveSampler, yieldToEvents } from "../web/live.js";
 import { Host } from "../xen/host.js";
 import { UsageError } from "./errors.js";
-import { parseCount, parseSize, runOptionsFrom, startPublisher } from "./run.js";
+import { PUBLISH_GRACE_MS, parseCount, parseSize, runOptionsFrom, startPublisher } from "./run.js";
 
 interface Bar {
   round(r: RoundStats, bytesSoFar: number): void;
@@ -377,7 +377,7 @@ export async function runAndMigrate(
     });
     throw new MigrationFailed((e as Error).message);
   } finally {
-    await pub?.close();
+    await pub?.close(PUBLISH_GRACE_MS);
   }
 }
 

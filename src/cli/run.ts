@@ -130,6 +130,9 @@ export function publishAddress(text: string): HostPort {
   }
 }
 
+/** How long a run nobody has watched yet waits at its end for a first subscriber (`--publish`). */
+export const PUBLISH_GRACE_MS = 2000;
+
 /** Start publishing and say where, on stderr (stdout carries the report). */
 export async function startPublisher(at: HostPort): Promise<LivePublisher> {
   const pub = await LivePublisher.start(at);
@@ -215,7 +218,7 @@ export function registerRun(
         try {
           report = await publishedRun(opts, pub);
         } finally {
-          await pub.close();
+          await pub.close(PUBLISH_GRACE_MS);
         }
       } else report = runner(opts);
       out(o.json ? `${JSON.stringify(report, null, 1)}\n` : renderRunSummary(report));

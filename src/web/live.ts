@@ -6,8 +6,8 @@
  *    one event per pre-copy round of a migration (pages, bytes, ms), and an end. A subscriber
  *    that comes late is sent everything so far first.
  *  - `LiveRelay`: what `pvmmu serve --attach HOST:PORT` keeps: a subscription to a publisher
- *    (retried every half second until one answers, and again after a run ends, so a new run
- *    on the same address is picked up), relayed to the page at `GET /api/live`.
+ *    (retried every 200 ms until one answers, and again after a run ends, so a new run on
+ *    the same address is picked up), relayed to the page at `GET /api/live`.
  */
 
 import http from "node:http";
@@ -118,11 +118,17 @@ export class LivePublisher {
     for (const s of this.subscribers) s.write(line);
   }
 
-  /** End every subscription and stop listening. */
-  close(): Promise<void> {
+  /**
+   * End every subscription and stop listening. With `graceMs`, a run nobody watched yet waits
+   * that long for a first subscriber (who is sent the whole run) before it goes.
+   */
+  async close(graceMs = 0): Promise<void> {
+    for (let waited = 0; this.subscribers.size === 0 && waited < graceMs; waited += 50) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
     for (const s of this.subscribers) s.end();
     this.subscribers.clear();
-    return new Promise((resolve) => {
+    await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
@@ -197,7 +203,7 @@ export class LiveRelay {
 
   constructor(
     readonly at: HostPort,
-    private readonly retryMs = 500,
+    private readonly retryMs = 200,
   ) {}
 
   get name(): string {

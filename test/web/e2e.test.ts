@@ -268,7 +268,7 @@ describe.skipIf(!have)("explorer in Chromium", () => {
     await page.waitForSelector("#live-status");
     const pub = await LivePublisher.start({ host: "127.0.0.1", port: livePort });
     try {
-      // The relay finds the publisher (it retries every half second), then the run starts.
+      // The relay finds the publisher (it retries every 200 ms), then the run starts.
       await page.waitForSelector('#live-status[data-connected="true"]');
       const run = publishedRun(
         {
