@@ -6,6 +6,7 @@
  */
 
 import type { FrameClass, FrameInfo, ReferenceView } from "../../web/protocol.js";
+import { LO_RW } from "../x86/pte.js";
 import { DOMID_IO, DOMID_XEN, PGT_NAMES, PGT_writable_page } from "../xen/abi.js";
 import { F_PARTIAL, F_PINNED, F_VALIDATED } from "../xen/frametable.js";
 import type { Host } from "../xen/host.js";
@@ -25,7 +26,7 @@ export function ownerName(domid: number): string {
 /** One reference in words. */
 export function describeReference(r: Reference): string {
   const d = r.domid === undefined ? "" : ownerName(r.domid);
-  const entry = () => `L${r.level} ${hex(r.table!)}[${r.index}] of ${d}${r.lo! & 2 ? " (RW)" : " (RO)"}`;
+  const entry = () => `L${r.level} ${hex(r.table!)}[${r.index}] of ${d}${r.lo! & LO_RW ? " (RW)" : " (RO)"}`;
   switch (r.kind) {
     case "allocation":
       return `allocation reference (PGC_allocated) of ${d}`;

@@ -27,6 +27,7 @@ import { StreamError } from "../migration/stream.js";
 import { ScenarioError } from "../scenario/parse.js";
 import type { PagingLevels } from "../x86/address.js";
 import type { PhysicalMemory } from "../x86/memory.js";
+import { DOMID_IO, DOMID_XEN } from "../xen/abi.js";
 import { Host } from "../xen/host.js";
 import { dumpFrameClasses, encodeFrameMap, grantMappedFrames, hostFrameMap } from "./framemap.js";
 import { dumpFrameInfo, hostFrameInfo, ownerName } from "./inspect.js";
@@ -65,8 +66,8 @@ export function summary(s: Source, index: number): SourceSummary {
 function owners(h?: Host): Record<string, string> {
   const out: Record<string, string> = { "0": "none" };
   if (h) for (const d of h.domains.values()) out[String(d.domid + 1)] = ownerName(d.domid);
-  out[String(0x7ff1 + 1)] = "dom_io";
-  out[String(0x7ff2 + 1)] = "dom_xen";
+  out[String(DOMID_IO + 1)] = ownerName(DOMID_IO);
+  out[String(DOMID_XEN + 1)] = ownerName(DOMID_XEN);
   return out;
 }
 

@@ -28,6 +28,7 @@ import { DOMID_IO, HI_GUEST_KERNEL, LINEAR_PT_SLOT, PERDOMAIN_SLOT, RO_MPT_SLOT 
 import { F_PINNED, F_VALIDATED } from "../xen/frametable.js";
 import type { Host } from "../xen/host.js";
 import { entryMfn, isXenL4Slot } from "../xen/mm.js";
+import { grantMappings } from "../xen/refs.js";
 import { hostFrameClass } from "./framemap.js";
 
 /** What the tree is built over: memory, and the host when there is one. */
@@ -48,26 +49,9 @@ export function entrySpan(level: number): number {
   return 2 ** (12 + 9 * (level - 1));
 }
 
-/** Host mappings of grants, by the PTE's machine address. */
+/** Host mappings of grants, by the PTE's machine address (the mappers' maptracks). */
 export function grantPtes(h: Host): Map<number, GrantView> {
-  const out = new Map<number, GrantView>();
-  for (const ld of h.domains.values()) {
-    const mt = ld.grants;
-    for (let handle = 0; handle < mt.mtRef.length; handle++) {
-      const fl = mt.mtFlags[handle];
-      if (!(fl & 2)) continue; // GNTMAP_host_map
-      out.set(mt.mtAddr[handle], {
-        mapper: ld.domid,
-        handle,
-        granter: mt.mtDom[handle],
-        ref: mt.mtRef[handle],
-        readonly: (fl & 4) !== 0,
-        host: true,
-        device: (fl & 1) !== 0,
-      });
-    }
-  }
-  return out;
+  return grantMappings(h).byPte;
 }
 
 const XEN_SLOT_NAMES: Record<number, string> = {

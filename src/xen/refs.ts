@@ -73,7 +73,10 @@ export interface Reference {
 }
 
 /** Live grant mappings: device maps by frame, host maps by their PTE's machine address. */
-function grantMappings(h: Host): { device: [number, GrantMapping][]; byPte: Map<number, GrantMapping> } {
+export function grantMappings(h: Host): {
+  device: [number, GrantMapping][];
+  byPte: Map<number, GrantMapping>;
+} {
   const device: [number, GrantMapping][] = [];
   const byPte = new Map<number, GrantMapping>();
   for (const ld of h.domains.values()) {
