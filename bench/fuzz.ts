@@ -4,14 +4,45 @@
  *                    full audit every 100 steps), best of three runs of 300k steps
  *  fuzz_scaling      steps per second with 2 worker threads divided by 1 worker, each worker
  *                    doing the same number of steps (on this 2-core machine)
+ *  cpu_scaling       the same ratio for a plain arithmetic loop in worker threads: what this
+ *                    machine's two cores give any two threads (the ceiling for fuzz_scaling)
  */
 
+import { Worker } from "node:worker_threads";
 import { fuzz } from "../src/fuzz/engine.js";
 import { fuzzParallel } from "../src/fuzz/parallel.js";
 
 const PER_WORKER = 300_000;
 
-export async function benchFuzz(): Promise<{ fuzz_steps_per_s: number; fuzz_scaling: number }> {
+const SPIN = `
+const { parentPort } = require("node:worker_threads");
+let x = 0;
+for (let i = 0; i < 2e8; i++) x = (x * 31 + i) | 0;
+parentPort.postMessage(x);
+`;
+
+/** Seconds for `n` threads each running the same arithmetic loop. */
+async function spin(n: number): Promise<number> {
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise((resolve, reject) => {
+          const w = new Worker(SPIN, { eval: true });
+          w.on("message", resolve);
+          w.on("error", reject);
+        }),
+    ),
+  );
+  return (performance.now() - t0) / 1000;
+}
+
+export async function benchFuzz(): Promise<{
+  fuzz_steps_per_s: number;
+  fuzz_scaling: number;
+  cpu_scaling: number;
+}> {
   fuzz({ seed: 99, steps: 30_000 }); // warm up
   let one = 0;
   for (let r = 0; r < 3; r++) {
@@ -26,5 +57,6 @@ export async function benchFuzz(): Promise<{ fuzz_steps_per_s: number; fuzz_scal
     const steps = rs.reduce((s, x) => s + x.steps, 0);
     two = Math.max(two, steps / ((performance.now() - t0) / 1000));
   }
-  return { fuzz_steps_per_s: one, fuzz_scaling: two / one };
+  const cpu = Math.min(await spin(1), await spin(1)) / Math.min(await spin(2), await spin(2));
+  return { fuzz_steps_per_s: one, fuzz_scaling: two / one, cpu_scaling: 2 * cpu };
 }

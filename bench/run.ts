@@ -17,7 +17,7 @@
  *  grant_map_unmap_per_s  grant map + unmap pairs per second (contains_pte, batches of 64)
  *  boot_64g_ms, fork_exec_exit_per_s (+ one per strategy): see bench/guest.ts
  *  save_bytes_per_s, restore_bytes_per_s, migrate_bytes_per_s, migrate_downtime_ms: see bench/migration.ts
- *  fuzz_steps_per_s, fuzz_scaling: see bench/fuzz.ts
+ *  fuzz_steps_per_s, fuzz_scaling, cpu_scaling: see bench/fuzz.ts
  */
 
 import { spawnSync } from "node:child_process";
@@ -95,6 +95,7 @@ const targets: Record<string, [number, "min" | "max", string]> = {
   migrate_downtime_ms: [100, "max", "ms"],
   fuzz_steps_per_s: [1e5, "min", "steps/s"],
   fuzz_scaling: [1.7, "min", "x"],
+  cpu_scaling: [1.7, "min", "x"],
   explorer_redraw_ms: [100, "max", "ms"],
 };
 
@@ -227,6 +228,7 @@ function report(key: string, value: number): void {
   const z = await benchFuzz();
   report("fuzz_steps_per_s", z.fuzz_steps_per_s);
   report("fuzz_scaling", z.fuzz_scaling);
+  report("cpu_scaling", z.cpu_scaling);
 }
 
 // ---- the web explorer (headless Chromium) ----

@@ -76,6 +76,8 @@ export class PhysicalMemory {
     this.sizeBytes = size;
     this.maxPhysAddrBits = maxPhys;
     this.frameCount = Math.ceil(size / PAGE_SIZE);
+    this.slabFrames = Math.min(SLAB_FRAMES, Math.max(8, this.frameCount >>> 9));
+    this.slabUsed = this.slabFrames;
     this.dir = new Array(Math.ceil(this.frameCount / CHUNK_FRAMES));
     this.source = opts.source;
   }
@@ -161,15 +163,21 @@ export class PhysicalMemory {
   private newFrame(): Uint32Array {
     const reused = this.spare.pop();
     if (reused !== undefined) return reused;
-    if (this.slabUsed === SLAB_FRAMES) {
-      this.slab = new ArrayBuffer(SLAB_FRAMES * PAGE_SIZE);
+    if (this.slabUsed === this.slabFrames) {
+      this.slab = new ArrayBuffer(this.slabFrames * PAGE_SIZE);
       this.slabUsed = 0;
     }
     return new Uint32Array(this.slab, this.slabUsed++ * PAGE_SIZE, WORDS_PER_FRAME);
   }
 
   private slab = new ArrayBuffer(0);
-  private slabUsed = SLAB_FRAMES;
+  /**
+   * Frames per slab: 64 (256 KiB), fewer for a small memory (at least 8: 32 KiB), so that the
+   * many small hosts of a fuzz run take their slabs from the C heap rather than from fresh
+   * mappings — which threads of one process would fault in one at a time.
+   */
+  private readonly slabFrames: number;
+  private slabUsed: number;
   /** Zeroed frames to reuse. */
   private readonly spare: Uint32Array[] = [];
 
