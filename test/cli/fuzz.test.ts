@@ -57,9 +57,13 @@ describe("pvmmu fuzz", () => {
 
   it("--workers 2: worker threads with their own seed streams, deterministic", () => {
     const run = () =>
-      spawnSync(process.execPath, [BIN, "fuzz", "--workers", "2", "--steps", "12k", "--seed", "4", "--json"], {
-        encoding: "utf8",
-      });
+      spawnSync(
+        process.execPath,
+        [BIN, "fuzz", "--workers", "2", "--steps", "12k", "--seed", "4", "--json"],
+        {
+          encoding: "utf8",
+        },
+      );
     const a = run();
     expect(a.status, a.stderr).toBe(0);
     const j = JSON.parse(a.stdout);

@@ -30,10 +30,13 @@ describe("fuzz engine", () => {
     const r = fuzz({ seed: 5, steps: 60_000 });
     const cov = r.coverage.toJSON();
     expect(r.coverage.pairs).toBeGreaterThanOrEqual(60);
-    for (const rc of ["0", "-EINVAL", "-EBUSY", "-EPERM", "-ENOSYS"]) expect(cov.mmu_update).toHaveProperty(rc);
-    for (const rc of ["0", "-EINVAL", "-EBUSY", "-EPERM", "-EOPNOTSUPP"]) expect(cov.mmuext_op).toHaveProperty(rc);
+    for (const rc of ["0", "-EINVAL", "-EBUSY", "-EPERM", "-ENOSYS"])
+      expect(cov.mmu_update).toHaveProperty(rc);
+    for (const rc of ["0", "-EINVAL", "-EBUSY", "-EPERM", "-EOPNOTSUPP"])
+      expect(cov.mmuext_op).toHaveProperty(rc);
     for (const rc of ["0", "-EINVAL"]) expect(cov.update_va_mapping).toHaveProperty(rc);
-    for (const st of ["GNTST_okay", "GNTST_general_error"]) expect(cov["grant_table_op/map_grant_ref"]).toHaveProperty(st);
+    for (const st of ["GNTST_okay", "GNTST_general_error"])
+      expect(cov["grant_table_op/map_grant_ref"]).toHaveProperty(st);
     for (const st of ["GNTST_okay", "GNTST_bad_handle", "GNTST_general_error"]) {
       expect(cov["grant_table_op/unmap_grant_ref"]).toHaveProperty(st);
     }
