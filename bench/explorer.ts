@@ -14,11 +14,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bootGuest } from "../src/guest/boot.js";
 import { makeMapper } from "../src/guest/mappers/index.js";
+import { CHROMIUM, chromiumLaunchOptions } from "../src/web/chromium.js";
 import { defaultStaticDir, startServer } from "../src/web/server.js";
 import { HostSource } from "../src/web/sources.js";
 import { Host } from "../src/xen/host.js";
-
-const CHROMIUM = "/usr/bin/chromium";
 
 export type ExplorerBench = { redrawMs: number; frames: number } | { skipped: string };
 
@@ -34,20 +33,10 @@ export async function benchExplorer(): Promise<ExplorerBench> {
   const server = await startServer({ sources: [new HostSource("image", "bench", () => h)], port: 0 });
   const profile = mkdtempSync(join(tmpdir(), "pvmmu-bench-chromium-"));
   try {
-    const ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1400, height: 1200 },
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-      ],
-    });
+    const ctx = await chromium.launchPersistentContext(
+      profile,
+      chromiumLaunchOptions({ width: 1400, height: 1200 }),
+    );
     try {
       const page = ctx.pages()[0] ?? (await ctx.newPage());
       await page.goto(server.url);

@@ -18,7 +18,7 @@
  * through the vCPU's TLB, stale or not.
  */
 
-import { Rng } from "../guest/workloads.js";
+import type { Rng } from "../guest/workloads.js";
 import { F_PINNED, F_VALIDATED } from "../xen/frametable.js";
 import type { Host } from "../xen/host.js";
 import { levelHint, pool, type WorldOptions } from "./world.js";
@@ -565,5 +565,3 @@ export class Interpreter {
     return { foreigndom: ["io", "xen", "self"][p.next(3)] };
   }
 }
-
-export { Rng };

@@ -19,10 +19,11 @@
  */
 
 import fc from "fast-check";
+import { Rng } from "../guest/workloads.js";
 import { ScenarioError, type ScenarioLine } from "../scenario/parse.js";
 import { ScenarioStepper } from "../scenario/run.js";
 import type { BugClass } from "../xen/bugs.js";
-import { ACTION_LEN, type Action, FuzzMemory, Interpreter, PARAM_MAX, Rng, randomAction } from "./actions.js";
+import { ACTION_LEN, type Action, FuzzMemory, Interpreter, PARAM_MAX, randomAction } from "./actions.js";
 import { LocalChecker } from "./checks.js";
 import { Coverage } from "./coverage.js";
 import { checkWorld, DEFAULT_WORLD, type WorldOptions, worldLines } from "./world.js";

@@ -20,13 +20,13 @@ import { openSources } from "../../src/cli/serve.js";
 import { MemoryImage } from "../../src/dump/image.js";
 import { walkView } from "../../src/dump/views.js";
 import { ScenarioStepper } from "../../src/scenario/run.js";
+import { CHROMIUM, chromiumLaunchOptions } from "../../src/web/chromium.js";
 import { LivePublisher, publishedRun } from "../../src/web/live.js";
 import { type ExplorerServer, startServer } from "../../src/web/server.js";
 import type { HostSource, Source } from "../../src/web/sources.js";
 import { outgoingLinear, referencesTo, referenceTotals } from "../../src/xen/refs.js";
 import { savedImage, syntheticDump } from "./helpers.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ROOT = join(__dirname, "..", "..");
 const SHOTS = join(ROOT, "artifacts", "screenshots");
 const SCENARIO = join(ROOT, "scenarios", "xen", "20-linear-one-hop.jsonl");
@@ -78,20 +78,10 @@ describe.skipIf(!have)("explorer in Chromium", () => {
       attach: `127.0.0.1:${livePort}`,
     });
     server = await startServer({ sources, port: 0 });
-    ctx = await chromium.launchPersistentContext(mkdtempSync(join(dir, "profile-")), {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1500, height: 1100 },
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-      ],
-    });
+    ctx = await chromium.launchPersistentContext(
+      mkdtempSync(join(dir, "profile-")),
+      chromiumLaunchOptions({ width: 1500, height: 1100 }),
+    );
     page = ctx.pages()[0] ?? (await ctx.newPage());
     page.setDefaultTimeout(15_000);
     page.on("pageerror", (e) => {
