@@ -21,7 +21,7 @@
 import type { Rng } from "../guest/workloads.js";
 import { F_PINNED, F_VALIDATED } from "../xen/frametable.js";
 import type { Host } from "../xen/host.js";
-import { levelHint, pool, type WorldOptions } from "./world.js";
+import { levelHint, poolCount, poolFirst, type WorldOptions } from "./world.js";
 
 export const ACTION_LEN = 12;
 /** Each element of an action is in [0, PARAM_MAX]. */
@@ -395,7 +395,8 @@ export class Interpreter {
   private validated(p: Params, h: Host, dom: number, level: number): number | undefined {
     const d = h.domain(dom)!;
     const f = h.frames;
-    const [first, count] = pool(level, this.world.pages);
+    const first = poolFirst(level, this.world.pages);
+    const count = poolCount(level, this.world.pages);
     const ok: number[] = [];
     for (let pfn = first; pfn < first + count; pfn++) {
       const m = d.p2m[pfn];
@@ -431,8 +432,7 @@ export class Interpreter {
     const pages = this.world.pages;
     let pfn: number;
     if (p.chance(90)) {
-      const [first, count] = pool(level, pages);
-      pfn = first + p.next(count);
+      pfn = poolFirst(level, pages) + p.next(poolCount(level, pages));
     } else pfn = p.next(pages);
     for (let k = 0; k < pages; k++, pfn = (pfn + 1) % pages) if (d.p2m[pfn] !== undefined) return pfn;
     return undefined;

@@ -59,16 +59,21 @@ export class LocalChecker {
         return true;
       }
     }
-    let bad = false;
+    this.bad = false;
     for (const d of h.domains.values()) {
-      for (const v of d.vcpus) {
-        v.cpu.tlb.forEachLive((pa, _size, perm) => {
-          if ((perm & PERM_W) === 0) return;
-          const m = Math.floor(pa / 4096);
-          if (f.valid(m) && f.type[m] >= 1 && f.type[m] <= 5 && f.typeCount[m] > 0) bad = true;
-        });
-      }
+      for (const v of d.vcpus) v.cpu.tlb.forEachLive(this.checkTlbEntry);
     }
-    return bad;
+    return this.bad;
   }
+
+  /** Set by `checkTlbEntry`: some vCPU caches a writable translation of a page-table frame. */
+  private bad = false;
+
+  /** One TLB entry (made once: this runs for every vCPU after every step). */
+  private readonly checkTlbEntry = (pa: number, _size: number, perm: number): void => {
+    if ((perm & PERM_W) === 0) return;
+    const f = this.h.frames;
+    const m = Math.floor(pa / 4096);
+    if (f.valid(m) && f.type[m] >= 1 && f.type[m] <= 5 && f.typeCount[m] > 0) this.bad = true;
+  };
 }

@@ -63,30 +63,40 @@ export async function fuzzParallel(o: ParallelOptions): Promise<WorkerResult[]> 
     }
     o.onProgress?.(s, f);
   };
-  const runs = Array.from({ length: o.workers }, (_, w) => {
-    const t = task(o, w);
-    return new Promise<WorkerResult>((resolve, reject) => {
-      const worker = new Worker(new URL("./worker.js", import.meta.url), {
-        workerData: { opts: t } satisfies WorkerTask,
-      });
-      worker.on(
-        "message",
-        (m: { type: string; steps?: number; findings?: number; result?: SerialResult }) => {
-          if (m.type === "progress") {
-            progress[w] = [m.steps ?? 0, m.findings ?? 0];
-            report();
-          } else if (m.type === "done" && m.result) {
-            resolve({ ...m.result, coverage: Coverage.fromJSON(m.result.coverage), worker: w, seed: t.seed });
-          }
-        },
-      );
-      worker.on("error", reject);
-      worker.on("exit", (code) => {
-        if (code !== 0) reject(new Error(`fuzz worker ${w} exited with code ${code}`));
-      });
+  const runs = Array.from({ length: o.workers }, (_, w) =>
+    runWorker(task(o, w), w, (steps, findings) => {
+      progress[w] = [steps, findings];
+      report();
+    }),
+  );
+  return Promise.all(runs);
+}
+
+/**
+ * Run one fuzz task on a worker thread of its own (worker number `w`), reporting its progress.
+ * `fuzzParallel` runs each of its workers this way; the benchmark uses it to time one worker
+ * thread against two.
+ */
+export function runWorker(
+  t: Omit<FuzzOptions, "onProgress">,
+  w: number,
+  onProgress?: (steps: number, findings: number) => void,
+): Promise<WorkerResult> {
+  return new Promise<WorkerResult>((resolve, reject) => {
+    const worker = new Worker(new URL("./worker.js", import.meta.url), {
+      workerData: { opts: t } satisfies WorkerTask,
+    });
+    worker.on("message", (m: { type: string; steps?: number; findings?: number; result?: SerialResult }) => {
+      if (m.type === "progress") onProgress?.(m.steps ?? 0, m.findings ?? 0);
+      else if (m.type === "done" && m.result) {
+        resolve({ ...m.result, coverage: Coverage.fromJSON(m.result.coverage), worker: w, seed: t.seed });
+      }
+    });
+    worker.on("error", reject);
+    worker.on("exit", (code) => {
+      if (code !== 0) reject(new Error(`fuzz worker ${w} exited with code ${code}`));
     });
   });
-  return Promise.all(runs);
 }
 
 /** A FuzzResult as it crosses threads. */

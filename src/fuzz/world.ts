@@ -35,18 +35,22 @@ export const DEFAULT_WORLD: WorldOptions = {
   tlbEntries: 16,
 };
 
-/** Pfn pools by the level of table usually built there (level 0: data pages). */
-export function pool(level: number, pages: number): [first: number, count: number] {
-  // L4: 0–3, L3: 4–7, L2: 8–11, L1: 12–19, data: the rest.
-  const bounds = [
-    [20, Math.max(1, pages - 20)],
-    [12, 8],
-    [8, 4],
-    [4, 4],
-    [0, 4],
-  ];
-  const [first, count] = bounds[level] ?? [0, pages];
-  return [Math.min(first, pages - 1), Math.max(1, Math.min(count, pages - first))];
+/** First pfn and size of each pool by level (level 0: data pages, the rest of the domain). */
+const POOL_FIRST = [20, 12, 8, 4, 0];
+const POOL_COUNT = [Number.POSITIVE_INFINITY, 8, 4, 4, 4];
+
+/**
+ * Pfn pools by the level of table usually built there (level 0: data pages):
+ * L4 0–3, L3 4–7, L2 8–11, L1 12–19, data the rest. The first pfn of `level`'s pool.
+ */
+export function poolFirst(level: number, pages: number): number {
+  return Math.min(POOL_FIRST[level] ?? 0, pages - 1);
+}
+
+/** The number of pfns in `level`'s pool (see `poolFirst`). */
+export function poolCount(level: number, pages: number): number {
+  const first = POOL_FIRST[level] ?? 0;
+  return Math.max(1, Math.min(POOL_COUNT[level] ?? pages, pages - first));
 }
 
 /** The level of table usually built at `pfn` (0 for data pages). */

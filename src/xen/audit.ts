@@ -102,7 +102,8 @@ export function audit(h: Host): AuditReport {
   }
   // Grants: device mappings hold references of their own (host mappings' are held by their PTE);
   // every granter's pin counters equal the live maptrack entries naming its entries.
-  const pins = new Map<string, number>();
+  /** Per granter: grant reference → the pin count its live maptrack entries add up to. */
+  const pins = new Map<number, Map<number, number>>();
   for (const ld of h.domains.values()) {
     const mt = ld.grants;
     for (let handle = 0; handle < mt.mtRef.length; handle++) {
@@ -115,7 +116,6 @@ export function audit(h: Host): AuditReport {
       if (!rd) continue;
       const ref = mt.mtRef[handle];
       const ro = (fl & GNTMAP_readonly) !== 0;
-      const key = `${rd.domid}:${ref}`;
       let inc = 0;
       if (fl & GNTMAP_device_map) {
         inc += ro ? 1 << 24 : 1 << 16;
@@ -124,14 +124,20 @@ export function audit(h: Host): AuditReport {
         if (!ro) add(tc, mfn);
       }
       if (fl & GNTMAP_host_map) inc += ro ? 1 << 8 : 1;
-      pins.set(key, (pins.get(key) ?? 0) + inc);
+      let byRef = pins.get(rd.domid);
+      if (byRef === undefined) {
+        byRef = new Map();
+        pins.set(rd.domid, byRef);
+      }
+      byRef.set(ref, (byRef.get(ref) ?? 0) + inc);
     }
   }
   for (const rd of h.domains.values()) {
     const gt = rd.grants;
+    const byRef = pins.get(rd.domid);
     for (let ref = 0; ref < gt.nrEntries; ref++) {
       const pin = gt.pin[ref];
-      const want = pins.get(`${rd.domid}:${ref}`) ?? 0;
+      const want = byRef === undefined ? 0 : (byRef.get(ref) ?? 0);
       if (pin !== want) {
         problems.push({
           kind: "grant",
@@ -310,10 +316,10 @@ export function audit(h: Host): AuditReport {
   // without flushing) may survive, as in Xen: that domain can write any memory anyway.
   for (const d of h.domains.values()) {
     for (const v of d.vcpus) {
-      for (const e of v.cpu.tlb.entries()) {
-        if ((e.perm & PERM_W) === 0) continue;
-        for (let off = 0; off < e.pageSize; off += 4096) {
-          const m = Math.floor((e.pa + off) / 4096);
+      v.cpu.tlb.forEachLive((pa, pageSize, perm) => {
+        if ((perm & PERM_W) === 0) return;
+        for (let off = 0; off < pageSize; off += 4096) {
+          const m = Math.floor((pa + off) / 4096);
           const t = f.valid(m) ? f.type[m] : 0;
           if (d.privileged && f.valid(m) && f.ownerOf(m) !== d.domid) continue;
           if (t >= 1 && t <= 5 && f.typeCount[m] > 0) {
@@ -323,9 +329,9 @@ export function audit(h: Host): AuditReport {
               message: `d${d.domid} vCPU ${v.id} caches a writable translation of ${hex(m)} typed ${typeName(m)}`,
             });
           }
-          if (e.pageSize > 4096) break;
+          if (pageSize > 4096) break;
         }
-      }
+      });
     }
     if (d.nrL4Pages !== (validatedL4.get(d.domid) ?? 0)) {
       problems.push({
