@@ -337,7 +337,8 @@ export async function runTour(out: (s: string) => void, json: boolean): Promise<
       `${r.coverage.pairs} hypercall × result pairs reached, e.g. mmu_update: ${Object.keys(byOp.mmu_update ?? {}).join(", ")}`,
       "a finding is shrunk with fast-check to a scenario file naming the broken invariant; the real ones found so far",
       "    are fixed and kept in scenarios/regressions/ (a grant table freed under a zombie granter, unmap_and_replace",
-      "    onto its own PTE, a grant unmap without Xen's TLB flush, two split-count corner cases)",
+      "    onto its own PTE, a grant unmap without Xen's TLB flush, two split-count corner cases, an unmap_and_replace",
+      "    that stole an L4's self-map as if it were an L1 entry)",
       "(`pvmmu fuzz --steps 1M --workers 2 --policy split-count` runs more; docs/fuzz.md.)",
     );
   }

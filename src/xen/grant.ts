@@ -198,10 +198,18 @@ function grantPteSlot(h: Host, v: Vcpu, addr: bigint, flags: number): number {
     if (!at) return -1;
     [l1, slotIndex] = at;
   }
+  return lockableL1(h, l1, v.domain.domid) ? l1 : -1;
+}
+
+/**
+ * May Xen edit an entry of frame `l1` for domain `domid` (`get_page_from_mfn(gl1mfn, currd)`,
+ * `page_lock`, then the PGT_l1_page_table type check)? The frame must be the domain's, a
+ * validated L1 in use (page_lock refuses a frame without PGT_validated or type count).
+ */
+function lockableL1(h: Host, l1: number, domid: number): boolean {
   const f = h.frames;
-  if (!f.valid(l1) || f.ownerOf(l1) !== v.domain.domid) return -1;
-  if (!(f.flags[l1] & F_VALIDATED) || f.typeCount[l1] === 0 || f.type[l1] !== PGT_l1_page_table) return -1;
-  return l1;
+  if (!f.valid(l1) || f.ownerOf(l1) !== domid) return false;
+  return (f.flags[l1] & F_VALIDATED) !== 0 && f.typeCount[l1] !== 0 && f.type[l1] === PGT_l1_page_table;
 }
 
 /** `create_grant_pv_mapping`: write the grant PTE, adjusted as any L1 entry. */
@@ -353,8 +361,11 @@ export function unmapGrantRef(h: Host, v: Vcpu, op: UnmapOp, replace: boolean): 
     let nhi = 0;
     let stolen = false;
     if (replace && op.new_addr !== undefined && op.new_addr !== 0n) {
+      // `steal_linear_address`: the entry must be in one of the caller's L1 tables, in use; an
+      // entry found elsewhere through a linear mapping (an L4's self-map, say) is refused
+      // untouched — it holds no reference the grant slot could take over.
       const from = guestL1e(h, v, op.new_addr);
-      if (!from) return GNTST_general_error;
+      if (!from || !lockableL1(h, from[0], ld.domid)) return GNTST_general_error;
       const s = h.mem.frameForWrite(from[0]);
       nlo = s[from[1] * 2];
       nhi = s[from[1] * 2 + 1];
