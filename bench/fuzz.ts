@@ -3,7 +3,7 @@
  *  fuzz_steps_per_s  hypercalls per second for one worker with the per-step checks on (and the
  *                    full audit every 100 steps), best of three runs of 300k steps
  *  fuzz_scaling      steps per second with 2 worker threads divided by 1 worker thread, each
- *                    worker doing 1.5M steps from a cold start (loading and compiling included, as
+ *                    worker doing 3M steps from a cold start (loading and compiling included, as
  *                    in `pvmmu fuzz --workers N`); the median of three pairs of runs, the two runs
  *                    of a pair back to back (this shared machine's speed drifts between pairs)
  *  cpu_scaling       the same ratio for a plain arithmetic loop in worker threads: what this
@@ -16,7 +16,7 @@ import { fuzzParallel, runWorker } from "../src/fuzz/parallel.js";
 
 const PER_WORKER = 300_000;
 /** Steps per worker for the scaling figure: long enough that a worker's start-up is amortised. */
-const SCALING_PER_WORKER = 1_500_000;
+const SCALING_PER_WORKER = 3_000_000;
 
 const SPIN = `
 const { parentPort } = require("node:worker_threads");

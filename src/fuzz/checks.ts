@@ -13,6 +13,7 @@
 import { LO_P, LO_RW } from "../x86/pte.js";
 import { PERM_W } from "../x86/walk.js";
 import { DOMID_IO, PGT_writable_page } from "../xen/abi.js";
+import type { Domain } from "../xen/domain.js";
 import { F_VALIDATED } from "../xen/frametable.js";
 import type { Host } from "../xen/host.js";
 import { entryMfn, isXenL4Slot } from "../xen/mm.js";
@@ -35,7 +36,9 @@ export class LocalChecker {
     const h = this.h;
     const f = h.frames;
     const io = DOMID_IO + 1;
-    for (const m of h.mem.takeWritten()) {
+    const written = h.mem.takeWritten();
+    for (let k = 0; k < written.length; k++) {
+      const m = written[k];
       const t = f.type[m];
       if (t < 1 || t > 4 || !(f.flags[m] & F_VALIDATED)) continue;
       const e = h.mem.frame(m);
@@ -60,11 +63,14 @@ export class LocalChecker {
       }
     }
     this.bad = false;
-    for (const d of h.domains.values()) {
-      for (const v of d.vcpus) v.cpu.tlb.forEachLive(this.checkTlbEntry);
-    }
+    h.domains.forEach(this.checkTlbs);
     return this.bad;
   }
+
+  /** Every vCPU TLB of a domain (`Map.forEach` with callbacks made once: no iterators per step). */
+  private readonly checkTlbs = (d: Domain): void => {
+    for (const v of d.vcpus) v.cpu.tlb.forEachLive(this.checkTlbEntry);
+  };
 
   /** Set by `checkTlbEntry`: some vCPU caches a writable translation of a page-table frame. */
   private bad = false;

@@ -27,6 +27,9 @@ export const MAX_MEMORY_BYTES = 2 ** 46;
  */
 export const ZERO_FRAME: Uint32Array = new Uint32Array(WORDS_PER_FRAME);
 
+/** `takeWritten` when writes are not tracked. */
+const NONE_WRITTEN: readonly number[] = [];
+
 /** A read-only source of frame contents, e.g. a physical memory dump. */
 export interface FrameSource {
   /** Bytes of physical address space the source describes. */
@@ -191,6 +194,8 @@ export class PhysicalMemory {
   /** One byte per frame while tracking: written since the last `takeWritten`. */
   private written: Uint8Array | null = null;
   private writtenList: number[] = [];
+  /** The list `takeWritten` returned last time, reused as the next log. */
+  private spareList: number[] = [];
 
   /**
    * Start or stop noting which frames are written (every `frameForWrite`, so every store by a
@@ -211,13 +216,19 @@ export class PhysicalMemory {
     this.writtenList.push(pfn);
   }
 
-  /** The frames written since the last call (each once, in first-write order); resets the log. */
-  takeWritten(): number[] {
+  /**
+   * The frames written since the last call (each once, in first-write order); resets the log.
+   * Two arrays take turns (a call per step must not allocate), so the one returned is valid
+   * until the next call but one: read it before then.
+   */
+  takeWritten(): readonly number[] {
     const w = this.written;
     const list = this.writtenList;
-    if (w === null) return [];
-    for (const m of list) w[m] = 0;
-    this.writtenList = [];
+    if (w === null) return NONE_WRITTEN;
+    for (let i = 0; i < list.length; i++) w[list[i]] = 0;
+    this.writtenList = this.spareList;
+    this.writtenList.length = 0;
+    this.spareList = list;
     return list;
   }
 

@@ -70,7 +70,7 @@ export function audit(h: Host): AuditReport {
 
   const frames: number[] = [];
   for (const d of h.domains.values()) {
-    for (const m of d.pages) frames.push(m);
+    for (let i = 0; i < d.pages.size; i++) frames.push(d.pages.at(i));
     for (const m of d.xenPages) frames.push(m);
   }
   for (const m of frames) {

@@ -93,6 +93,11 @@ export class PageList implements Iterable<number> {
     this.pos[last] = i;
   }
 
+  /** The `i`th frame (0 ≤ i < size), in list order: a loop over the list that allocates nothing. */
+  at(i: number): number {
+    return this.list[i];
+  }
+
   /** The frames, as an array (a snapshot that later changes do not affect). */
   snapshot(): number[] {
     return Array.from(this.list.subarray(0, this.size));
