@@ -151,7 +151,7 @@ export function registerFuzz(
       const files: { file: string; kind: string; message: string; calls: number; from: number }[] = [];
       for (const r of results) {
         for (const f of r.findings) {
-          const name = `${f.kind}-seed${seed}-w${r.worker}-e${f.episode}.jsonl`;
+          const name = `${f.kind}-${o.policy}-seed${seed}-w${r.worker}-e${f.episode}.jsonl`;
           files.push({
             file: writeFinding(o.out, name, f.scenario),
             kind: f.kind,

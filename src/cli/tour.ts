@@ -338,7 +338,8 @@ export async function runTour(out: (s: string) => void, json: boolean): Promise<
       "a finding is shrunk with fast-check to a scenario file naming the broken invariant; the real ones found so far",
       "    are fixed and kept in scenarios/regressions/ (a grant table freed under a zombie granter, unmap_and_replace",
       "    onto its own PTE, a grant unmap without Xen's TLB flush, two split-count corner cases, an unmap_and_replace",
-      "    that stole an L4's self-map as if it were an L1 entry)",
+      "    that stole an L4's self-map as if it were an L1 entry, a grant-table frame the guest gave back freed under",
+      "    its grant table)",
       "(`pvmmu fuzz --steps 1M --workers 2 --policy split-count` runs more; docs/fuzz.md.)",
     );
   }

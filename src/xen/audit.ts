@@ -26,7 +26,7 @@
 import { LO_P, LO_RW } from "../x86/pte.js";
 import { PERM_W } from "../x86/walk.js";
 import { DOMID_IO, LINEAR_PT_SLOT, PGT_l1_page_table, PGT_NAMES, PGT_writable_page } from "./abi.js";
-import { F_PINNED, F_VALIDATED } from "./frametable.js";
+import { F_PINNED, F_VALIDATED, F_XEN_HEAP } from "./frametable.js";
 import { GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly } from "./grant.js";
 import type { Host } from "./host.js";
 import { entryMfn, isXenL4Slot, L1_DISALLOW, LN_DISALLOW } from "./mm.js";
@@ -90,14 +90,23 @@ export function audit(h: Host): AuditReport {
     }
   }
 
-  // Grant PTEs may map the granter's frame: "pte address:frame" of every live host mapping.
-  const grantPtes = new Set<string>();
+  // A domain's L1 may map another domain's frame that it holds a live host mapping of: by mapper,
+  // the frames granted to it. Not by PTE address: Xen's maptrack does not record one (an unmap
+  // names its PTE afresh), and unmap_and_replace can move a grant PTE — steal it from new_addr
+  // into another mapping's slot — leaving it where no map call put it, still covered by its grant.
+  const granted = new Map<number, Set<number>>();
   for (const ld of h.domains.values()) {
     const mt = ld.grants;
     for (let handle = 0; handle < mt.mtRef.length; handle++) {
       if (!(mt.mtFlags[handle] & GNTMAP_host_map)) continue;
       const rd = h.domains.get(mt.mtDom[handle]);
-      if (rd) grantPtes.add(`${mt.mtAddr[handle]}:${rd.grants.actMfn[mt.mtRef[handle]]}`);
+      if (!rd) continue;
+      let mfns = granted.get(ld.domid);
+      if (mfns === undefined) {
+        mfns = new Set();
+        granted.set(ld.domid, mfns);
+      }
+      mfns.add(rd.grants.actMfn[mt.mtRef[handle]]);
     }
   }
   // Grants: device mappings hold references of their own (host mappings' are held by their PTE);
@@ -146,9 +155,10 @@ export function audit(h: Host): AuditReport {
       }
       // The entry's GTF_reading/GTF_writing bits live in memory the granter may write (it maps
       // its grant frames), so they prove nothing; what must hold is that a pinned entry's frame
-      // is still the granter's live grant-table frame.
+      // is still the granter's grant-table frame: Xen's (PGC_xen_heap), not freed or reused, even
+      // if the guest gave back its own reference to it.
       const fr = gt.frames[ref >>> 9];
-      if (pin !== 0 && (!f.allocated[fr] || f.ownerOf(fr) !== rd.domid)) {
+      if (pin !== 0 && (!(f.flags[fr] & F_XEN_HEAP) || f.ownerOf(fr) !== rd.domid)) {
         problems.push({
           kind: "grant",
           message: `d${rd.domid} grant ${ref} is pinned (0x${pin.toString(16)}) but its frame ${hex(fr)} is no longer the granter's grant-table frame`,
@@ -194,7 +204,7 @@ export function audit(h: Host): AuditReport {
         if (!f.valid(target) || f.ownerOf(target) === DOMID_IO) continue;
         add(gc, target);
         const towner = f.ownerOf(target);
-        if (towner !== owner && !d?.privileged && !grantPtes.has(`${m * 4096 + i * 8}:${target}`)) {
+        if (towner !== owner && !d?.privileged && !granted.get(owner)?.has(target)) {
           problems.push({
             kind: "ownership",
             mfn: m,

@@ -12,7 +12,7 @@
  *  - `allocated`  PGC_allocated;
  *  - `type`       the PGT_* type field (0 none … 7 writable);
  *  - `typeCount`  PGT_count_mask;
- *  - `flags`      PGT_validated, PGT_pinned, PGT_partial;
+ *  - `flags`      PGT_validated, PGT_pinned, PGT_partial, and PGC_xen_heap;
  *  - `linear`     linear_pt_count (int16): +entries to other same-level
  *                 tables this table holds, −uses of this table by others;
  *  - `tableUses`  for the `split-count` linear policy: same-level entries
@@ -24,6 +24,12 @@
 export const F_VALIDATED = 1;
 export const F_PINNED = 2;
 export const F_PARTIAL = 4;
+/**
+ * PGC_xen_heap: a Xen-heap frame shared with its owner (a grant-table frame). When its last
+ * reference goes it only leaves the owner's list (`free_domheap_pages` on a Xen-heap page):
+ * Xen keeps it until it frees it itself, when the domain is destroyed.
+ */
+export const F_XEN_HEAP = 8;
 
 export class FrameTable {
   readonly owner: Int32Array;

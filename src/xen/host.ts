@@ -19,7 +19,7 @@ import { type AuditReport, audit } from "./audit.js";
 import { type BugClass, InjectedBugs } from "./bugs.js";
 import { Domain, type DomainOptions, type Vcpu } from "./domain.js";
 import { getVcpuContext, pageFrameInfo, pauseDomain, setVcpuContext, type VcpuState } from "./domctl.js";
-import { F_VALIDATED, FrameTable } from "./frametable.js";
+import { F_VALIDATED, F_XEN_HEAP, FrameTable } from "./frametable.js";
 import { setGdt } from "./gdt.js";
 import {
   type CopyPtr,
@@ -254,14 +254,26 @@ export class Host {
     this.mem.zeroFrame(m);
     this.frames.claim(m, d.domid, -1);
     this.frames.listPos[m] = -1;
+    this.frames.flags[m] |= F_XEN_HEAP;
     d.xenPages.push(m);
     this.used++;
     return m;
   }
 
-  /** The frame's last reference went: free it to the heap (`free_domheap_page`). */
+  /**
+   * The frame's last reference went: free it to the heap (`free_domheap_page`). A Xen-heap frame
+   * shared with a domain (F_XEN_HEAP: a grant-table frame the guest gave back with
+   * decrease_reservation, say) only leaves the domain's list; its grant table keeps it until the
+   * domain is destroyed (`finishDestroy`).
+   */
   freePage(mfn: number): void {
     const f = this.frames;
+    if (f.flags[mfn] & F_XEN_HEAP) {
+      const owner = this.domains.get(f.ownerOf(mfn));
+      const i = owner ? owner.xenPages.indexOf(mfn) : -1;
+      if (i >= 0) owner!.xenPages.splice(i, 1);
+      return;
+    }
     const d = f.listPos[mfn] >= 0 ? this.domains.get(f.ownerOf(mfn)) : undefined;
     d?.pages.delete(mfn);
     this.used--;

@@ -19,7 +19,7 @@
 
 import { PGT_l2_page_table, PGT_l3_page_table, PGT_l4_page_table } from "./abi.js";
 import type { Domain } from "./domain.js";
-import { F_PINNED, F_VALIDATED } from "./frametable.js";
+import { F_PINNED, F_VALIDATED, F_XEN_HEAP } from "./frametable.js";
 import { destroyGdt } from "./gdt.js";
 import { releaseMappings } from "./grant.js";
 import type { Host } from "./host.js";
@@ -68,11 +68,15 @@ export function destroyDomain(h: Host, d: Domain): void {
  */
 export function finishDestroy(h: Host, d: Domain): void {
   const f = h.frames;
-  for (const m of d.xenPages.splice(0)) {
+  // Every frame the grant table ever had, including any the guest gave back (no longer on
+  // `xenPages`, held by Xen alone): now ordinary frames that go when their last reference does.
+  d.xenPages.length = 0;
+  for (const m of d.grants.frames) {
+    f.flags[m] &= ~F_XEN_HEAP;
     if (f.allocated[m]) {
       f.allocated[m] = 0;
       putPage(h, m);
-    }
+    } else if (f.count[m] === 0) h.freePage(m);
   }
   putPage(h, d.perdomainL3);
   h.domains.delete(d.domid);
