@@ -54,6 +54,30 @@ const PIN_CMD = [
 ];
 /** `MAX_PIN_BATCH`. */
 const MAX_PIN_BATCH = 1024;
+
+// The end of a restore runs while the guest is paused, once per process in a receiving host: its
+// loops are small functions of their own, so V8 compiles them quickly (and a warmed host already
+// has them compiled, see warm.ts) rather than running them in the interpreter inside one large
+// function.
+
+/** The first pfn from `from` to `maxPfn` whose type asks for a pin (LPINTAB), or -1. */
+function nextPinned(types: Uint8Array, from: number, maxPfn: number): number {
+  for (let pfn = from; pfn <= maxPfn; pfn++) {
+    const t = types[pfn];
+    if (t !== NO_TYPE && (t & 8) !== 0 && t < 0xd) return pfn;
+  }
+  return -1;
+}
+
+/** One frame of the guest's P2M list: 512 entries from pfn `first`, INVALID_MFN past `maxPfn` or where unpopulated. */
+function writeP2mFrame(t: Uint32Array, p2m: Float64Array, first: number, maxPfn: number): void {
+  for (let j = 0; j < 512; j++) {
+    const pfn = first + j;
+    const m = pfn <= maxPfn ? p2m[pfn] : -1;
+    t[j * 2] = m < 0 ? 0xffffffff : m >>> 0;
+    t[j * 2 + 1] = m < 0 ? 0xffffffff : Math.floor(m / 2 ** 32);
+  }
+}
 /** No type recorded for a pfn yet. */
 const NO_TYPE = 0xff;
 
@@ -349,10 +373,13 @@ export class Restorer {
         this.fail(r, `Failed to pin batch of ${batch.length} tables (${res.rc}, ${res.done} done)`);
       batch = [];
     };
-    for (let pfn = 0; pfn <= this.maxPfn; pfn++) {
-      const t = this.types[pfn];
-      if (t === NO_TYPE || (t & 8) === 0 || t >= 0xd) continue;
-      batch.push({ cmd: PIN_CMD[t & 7], arg1: BigInt(this.p2m[pfn]) });
+    const types = this.types;
+    for (
+      let pfn = nextPinned(types, 0, this.maxPfn);
+      pfn >= 0;
+      pfn = nextPinned(types, pfn + 1, this.maxPfn)
+    ) {
+      batch.push({ cmd: PIN_CMD[types[pfn] & 7], arg1: BigInt(this.p2m[pfn]) });
       if (batch.length === MAX_PIN_BATCH) flush();
     }
     flush();
@@ -360,13 +387,7 @@ export class Restorer {
     const mem = this.h.mem;
     for (let i = 0; i < this.p2mFramePfns.length; i++) {
       const mfn = this.frameOf(r, this.p2mFramePfns[i], `p2m frame ${i}`, 0);
-      const t = mem.frameForWrite(mfn);
-      for (let j = 0; j < 512; j++) {
-        const pfn = i * 512 + j;
-        const m = pfn <= this.maxPfn ? this.p2m[pfn] : -1;
-        t[j * 2] = m < 0 ? 0xffffffff : m >>> 0;
-        t[j * 2 + 1] = m < 0 ? 0xffffffff : Math.floor(m / 2 ** 32);
-      }
+      writeP2mFrame(mem.frameForWrite(mfn), this.p2m, i * 512, this.maxPfn);
     }
     // shared_info.arch: max_pfn restored; the frame list is zeroed (the guest rebuilds it).
     this.h.domain(this.domid)!.sharedArch = { maxPfn: this.maxPfn + 1, p2mFrames: [] };

@@ -24,6 +24,7 @@ import { cancelSuspend, resumeRestored, saveGuest } from "./guest.js";
 import { drain, Restorer } from "./restore.js";
 import type { RoundStats, StreamSink } from "./save.js";
 import { StreamReader } from "./stream.js";
+import { warmRestorePath } from "./warm.js";
 
 export interface Address {
   host: string;
@@ -300,10 +301,16 @@ export function receive(socket: net.Socket, o: ReceiveOptions): Promise<Arrival>
 }
 
 /** Listen for migrations at `at`; `onArrival`/`onFailure` for each. Resolves once listening. */
-export function listen(
+export async function listen(
   at: Address,
-  o: ReceiveOptions & { onArrival(a: Arrival): void | Promise<void>; once?: boolean },
+  o: ReceiveOptions & {
+    onArrival(a: Arrival): void | Promise<void>;
+    once?: boolean;
+    /** Restore a small throwaway guest first, so a real guest's downtime runs compiled code (default true; see warm.ts). */
+    warm?: boolean;
+  },
 ): Promise<net.Server> {
+  if (o.warm !== false) await warmRestorePath();
   return new Promise((resolve, reject) => {
     const server = net.createServer((socket) => {
       if (o.once) server.close();
