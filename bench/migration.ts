@@ -9,12 +9,19 @@
  *                       process over loopback TCP: stream bytes / total time
  *  migrate_downtime_ms  the same with the guest dirtying 50 MB/s (a 256 MiB working set) while
  *                       it is copied: suspend → the receiver's READY
+ *  fresh_memory_bytes_per_s
+ *                       what this machine gives a process bringing memory into being: one store
+ *                       into each of 4 GiB of frames never written (`PhysicalMemory.frameForWrite`,
+ *                       the restore's own allocation path), in a fresh process. A restore must
+ *                       bring the whole guest into being and a save's file fills fresh page cache,
+ *                       so this is their ceiling here (a VM whose first touch of a page faults on
+ *                       the host too)
  *
  * "All memory in use": after the boot, every pfn the guest's allocator has free is taken and
  * its frame filled with a pfn-dependent pattern (data pages), so every page travels with data.
  *
  * Alone: `node dist/bench/migration.js` prints the figures and a JSON line; a part:
- * `node dist/bench/migration.js save FILE | restore FILE | migrate | downtime`.
+ * `node dist/bench/migration.js save FILE | restore FILE | migrate | downtime | fresh`.
  */
 
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -27,6 +34,7 @@ import { bootOnHost } from "../src/guest/run.js";
 import { restoreGuest, saveGuest } from "../src/migration/guest.js";
 import type { StreamSink } from "../src/migration/save.js";
 import { migrateTo } from "../src/migration/tcp.js";
+import { PhysicalMemory } from "../src/x86/memory.js";
 import { Host } from "../src/xen/host.js";
 
 const GiB = 2 ** 30;
@@ -116,6 +124,16 @@ function badPages(k: Kernel, data: ArrayLike<number> | null, count: number): num
 }
 
 // ---- the parts (each in a child process) ----
+
+/** Bytes per second of frames brought into being by one store each (see fresh_memory_bytes_per_s). */
+function partFresh() {
+  const bytes = GUEST_BYTES;
+  const mem = new PhysicalMemory({ sizeBytes: bytes });
+  const t0 = performance.now();
+  for (let pfn = 0; pfn < bytes / PAGE; pfn++) mem.frameForWrite(pfn)[0] = pfn | 1;
+  const s = (performance.now() - t0) / 1000;
+  return { bytes, s };
+}
 
 async function partSave(file: string) {
   const { h, kernel, data } = fullGuest(GUEST_BYTES);
@@ -284,6 +302,9 @@ export function benchMigration(): MigrationBench {
   const m = child<RoundsResult>("migrate");
   notes.migrate_bytes_per_s = `(live migration over loopback TCP, idle ${m.guestBytes / GiB} GiB guest: ${(m.bytes / MiB).toFixed(0)} MiB in ${m.totalMs.toFixed(0)} ms; ${roundsLine(m)}; downtime ${m.downtimeMs.toFixed(1)} ms)`;
   figures.migrate_bytes_per_s = m.bytes / (m.totalMs / 1000);
+  const fr = child<ReturnType<typeof partFresh>>("fresh");
+  figures.fresh_memory_bytes_per_s = fr.bytes / fr.s;
+  notes.fresh_memory_bytes_per_s = `(4 GiB of frames never written, one store each, in ${fr.s.toFixed(2)} s: the ceiling for save and restore on this machine)`;
   const d = child<RoundsResult>("downtime");
   notes.migrate_downtime_ms = `(live migration of a ${d.guestBytes / GiB} GiB guest dirtying ${DIRTY_BYTES_PER_S / 1e6} MB/s over 256 MiB: ${d.dirtied} page writes in ${d.totalMs.toFixed(0)} ms; ${roundsLine(d)}; final round ${(d.rounds.at(-1)?.ms ?? 0).toFixed(1)} ms)`;
   figures.migrate_downtime_ms = d.downtimeMs;
@@ -299,6 +320,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   else if (part === "restore") print(await partRestore(arg));
   else if (part === "migrate") print(await partMigrate(MIGRATE_BYTES, 0));
   else if (part === "downtime") print(await partMigrate(GUEST_BYTES, DIRTY_BYTES_PER_S));
+  else if (part === "fresh") print(partFresh());
   else if (part === undefined) {
     const t0 = performance.now();
     const b = benchMigration();
@@ -309,7 +331,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     process.stdout.write(`(${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
     print(Object.fromEntries(Object.entries(b.figures).map(([k, v]) => [k, Number(v.toPrecision(4))])));
   } else {
-    process.stderr.write(`unknown part '${part}' (save FILE, restore FILE, migrate, downtime)\n`);
+    process.stderr.write(`unknown part '${part}' (save FILE, restore FILE, migrate, downtime, fresh)\n`);
     process.exitCode = 2;
   }
 }
