@@ -30,6 +30,8 @@ export function describeReference(r: Reference): string {
   switch (r.kind) {
     case "allocation":
       return `allocation reference (PGC_allocated) of ${d}`;
+    case "xen-heap":
+      return `Xen's writable type reference: a Xen-heap frame shared with ${d} (grant table)`;
     case "pin":
       return `pinned by ${d}`;
     case "baseptr":

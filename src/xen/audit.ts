@@ -75,6 +75,7 @@ export function audit(h: Host): AuditReport {
   }
   for (const m of frames) {
     if (f.allocated[m]) add(gc, m);
+    if (f.flags[m] & F_XEN_HEAP) add(tc, m); // share_xen_page_with_guest's writable type reference
     if (f.flags[m] & F_PINNED) {
       add(gc, m);
       add(tc, m);

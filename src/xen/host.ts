@@ -13,7 +13,7 @@
 
 import { PhysicalMemory } from "../x86/memory.js";
 import type { TlbOptions } from "../x86/tlb.js";
-import { DOMID_IO, DOMID_SELF, DOMID_XEN, ENOSYS, ESRCH } from "./abi.js";
+import { DOMID_IO, DOMID_SELF, DOMID_XEN, ENOSYS, ESRCH, PGT_writable_page } from "./abi.js";
 import { type AccessKind, type AccessResult, guestAccess } from "./access.js";
 import { type AuditReport, audit } from "./audit.js";
 import { type BugClass, InjectedBugs } from "./bugs.js";
@@ -245,8 +245,10 @@ export class Host {
   }
 
   /**
-   * A Xen-heap frame shared with `d` (`share_xen_page_with_guest`), e.g. a grant-table frame:
-   * owned by `d`, holding one allocation reference, on `d.xenPages` rather than its page list.
+   * A Xen-heap frame shared with `d` (`share_xen_page_with_guest`, SHARE_rw), e.g. a grant-table
+   * frame: owned by `d`, holding one allocation reference, on `d.xenPages` rather than its page
+   * list, and typed writable with a type reference of Xen's own ("the incremented type count
+   * pins as writable"), so the guest can map it but never make it a page table or descriptor page.
    */
   allocSharedFrame(d: Domain): number {
     const m = this.allocFrame();
@@ -254,7 +256,9 @@ export class Host {
     this.mem.zeroFrame(m);
     this.frames.claim(m, d.domid, -1);
     this.frames.listPos[m] = -1;
-    this.frames.flags[m] |= F_XEN_HEAP;
+    this.frames.flags[m] |= F_XEN_HEAP | F_VALIDATED;
+    this.frames.type[m] = PGT_writable_page;
+    this.frames.typeCount[m] = 1;
     d.xenPages.push(m);
     this.used++;
     return m;

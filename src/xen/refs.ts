@@ -3,6 +3,8 @@
  * the same facts it recomputes the counts from, every holder of a frame is listed with what it
  * holds:
  *  - its allocation reference (`PGC_allocated`): one general reference;
+ *  - a frame Xen shares with the guest (a grant-table frame, `share_xen_page_with_guest`): Xen's
+ *    own writable type reference;
  *  - a pin (`PGT_pinned`): one general and one type reference;
  *  - a vCPU's kernel or user base pointer (`arch.guest_table[_user]`): general + type;
  *  - a frame of a vCPU's GDT (`set_gdt`): general + seg_desc type;
@@ -23,13 +25,14 @@
 
 import { LO_P, LO_RW } from "../x86/pte.js";
 import { DOMID_IO, PGT_l1_page_table } from "./abi.js";
-import { F_PINNED, F_VALIDATED } from "./frametable.js";
+import { F_PINNED, F_VALIDATED, F_XEN_HEAP } from "./frametable.js";
 import { GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly } from "./grant.js";
 import type { Host } from "./host.js";
 import { entryMfn, isXenL4Slot } from "./mm.js";
 
 export type ReferenceKind =
   | "allocation"
+  | "xen-heap"
   | "pin"
   | "baseptr"
   | "user-baseptr"
@@ -124,6 +127,7 @@ export function scanReferences(h: Host, only: number, visit: (target: number, r:
   for (const m of frames) {
     if (!want(m)) continue;
     if (f.allocated[m]) visit(m, { kind: "allocation", general: 1, type: 0, domid: f.ownerOf(m) });
+    if (f.flags[m] & F_XEN_HEAP) visit(m, { kind: "xen-heap", general: 0, type: 1, domid: f.ownerOf(m) });
     if (f.flags[m] & F_PINNED) visit(m, { kind: "pin", general: 1, type: 1, domid: f.ownerOf(m) });
   }
   for (const d of h.domains.values()) {

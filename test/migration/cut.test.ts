@@ -44,6 +44,7 @@ async function attempt(cut: number) {
       onArrival: () => {
         arrived = true;
       },
+      warm: false, // twelve receivers: their downtime is not what this test measures
     },
   );
   const port = (server.address() as net.AddressInfo).port;
@@ -62,8 +63,8 @@ async function attempt(cut: number) {
   } catch (e) {
     error = e as Error;
   }
-  // Let the receiver notice the close.
-  for (let i = 0; i < 100 && !arrived && failures.length === 0; i++)
+  // Let the receiver notice the close (a loaded machine may take a while).
+  for (let i = 0; i < 1000 && !arrived && failures.length === 0; i++)
     await new Promise((r) => setTimeout(r, 10));
   server.close();
   return { src, error, bytes, receiver: receiver!, failures, arrived };
