@@ -339,7 +339,7 @@ export async function runTour(out: (s: string) => void, json: boolean): Promise<
       "    are fixed and kept in scenarios/regressions/ (a grant table freed under a zombie granter, unmap_and_replace",
       "    onto its own PTE, a grant unmap without Xen's TLB flush, two split-count corner cases, an unmap_and_replace",
       "    that stole an L4's self-map as if it were an L1 entry, a grant-table frame the guest gave back freed under",
-      "    its grant table, a grant-table frame pinned as a page table)",
+      "    its grant table, a grant-table frame pinned as a page table, a zombie forgotten while its grant frame was mapped)",
       "(`pvmmu fuzz --steps 1M --workers 2 --policy split-count` runs more; docs/fuzz.md.)",
     );
   }

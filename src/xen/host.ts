@@ -56,7 +56,7 @@ import {
 } from "./mmu.js";
 import { type MmuextOp, mmuextOp } from "./mmuext.js";
 import { type MulticallEntry, multicall, vmAssist } from "./multicall.js";
-import { destroyDomain, finishDestroy } from "./teardown.js";
+import { destroyDomain, finishDestroy, isUnreferenced } from "./teardown.js";
 
 export type LinearPolicy = "xen" | "self-only" | "split-count";
 
@@ -276,6 +276,7 @@ export class Host {
       const owner = this.domains.get(f.ownerOf(mfn));
       const i = owner ? owner.xenPages.indexOf(mfn) : -1;
       if (i >= 0) owner!.xenPages.splice(i, 1);
+      if (owner && isUnreferenced(owner)) finishDestroy(this, owner);
       return;
     }
     const d = f.listPos[mfn] >= 0 ? this.domains.get(f.ownerOf(mfn)) : undefined;
@@ -284,7 +285,7 @@ export class Host {
     f.clear(mfn);
     this.mem.zeroFrame(mfn);
     this.freeList.push(mfn);
-    if (d?.relinquished && d.pages.size === 0) finishDestroy(this, d);
+    if (d && isUnreferenced(d)) finishDestroy(this, d);
   }
 
   domain(domid: number): Domain | undefined {

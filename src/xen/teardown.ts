@@ -9,12 +9,15 @@
  *     devalidates tables of the pass's type without touching their type
  *     count — which breaks linear (circular) references; L1s lose their type
  *     refs when the L2s above them are demoted.
- * Frames still referenced from elsewhere (foreign mappings) survive until
- * those go; the domain is kept as a zombie until then, and with it its grant
- * table: the shared grant frames keep the entries whose pins outlive the
- * domain (a mapper's unmap still updates their status), as Xen frees the
- * grant table only in `domain_destroy`, once the last reference is gone
- * (`finishDestroy`, called by Host.freePage when a zombie's last page goes).
+ *  3. the frames Xen shares with it (grant-table frames) lose their
+ *     allocation references (`relinquish_memory` of the xenpage list).
+ * Frames still referenced from elsewhere (foreign mappings, grant mappings —
+ * of its pages or of its grant-table frames) survive until those go; the
+ * domain is kept as a zombie until then, and with it its grant table: the
+ * shared grant frames keep the entries whose pins outlive the domain (a
+ * mapper's unmap still updates their status), as Xen frees the grant table
+ * only in `domain_destroy`, once the last reference is gone (`finishDestroy`,
+ * called by Host.freePage when a zombie's last page or shared frame goes).
  */
 
 import { PGT_l2_page_table, PGT_l3_page_table, PGT_l4_page_table } from "./abi.js";
@@ -58,8 +61,22 @@ export function destroyDomain(h: Host, d: Domain): void {
       putPage(h, mfn);
     }
   }
+  // relinquish_memory(d, &d->xenpage_list): the shared frames' allocation references go. A frame
+  // another domain still maps (a grant of it, a privileged foreign mapping) stays on the list,
+  // and the domain stays a zombie, until that reference goes too.
+  for (const mfn of d.xenPages.slice()) {
+    if (f.allocated[mfn]) {
+      f.allocated[mfn] = 0;
+      putPage(h, mfn);
+    }
+  }
   d.relinquished = true;
-  if (d.pages.size === 0) finishDestroy(h, d);
+  if (isUnreferenced(d)) finishDestroy(h, d);
+}
+
+/** A relinquished domain's last page and last shared frame are gone: it can be destroyed. */
+export function isUnreferenced(d: Domain): boolean {
+  return d.relinquished && d.pages.size === 0 && d.xenPages.length === 0;
 }
 
 /**
@@ -68,15 +85,11 @@ export function destroyDomain(h: Host, d: Domain): void {
  */
 export function finishDestroy(h: Host, d: Domain): void {
   const f = h.frames;
-  // Every frame the grant table ever had, including any the guest gave back (no longer on
-  // `xenPages`, held by Xen alone): now ordinary frames that go when their last reference does.
-  d.xenPages.length = 0;
+  // grant_table_destroy: every frame the grant table ever had goes back to the heap. None is
+  // referenced any more: each left `xenPages` when its last reference went.
   for (const m of d.grants.frames) {
     f.flags[m] &= ~F_XEN_HEAP;
-    if (f.allocated[m]) {
-      f.allocated[m] = 0;
-      putPage(h, m);
-    } else if (f.count[m] === 0) h.freePage(m);
+    h.freePage(m);
   }
   putPage(h, d.perdomainL3);
   h.domains.delete(d.domid);
