@@ -75,13 +75,21 @@ export interface Reference {
   grant?: GrantMapping;
 }
 
-/** Live grant mappings: device maps by frame, host maps by their PTE's machine address. */
+/**
+ * Live grant mappings: device maps by frame, host maps by the machine address of the PTE that
+ * holds them now. That is usually where the map call put it, but unmap_and_replace can move a
+ * grant PTE (steal it from `new_addr` into another mapping's slot), and Xen's maptrack records no
+ * address: so the mappers' L1 tables are scanned for entries mapping a frame the mapper holds a
+ * host mapping of (the mapping recorded at that address first, when there is one).
+ */
 export function grantMappings(h: Host): {
   device: [number, GrantMapping][];
   byPte: Map<number, GrantMapping>;
 } {
   const device: [number, GrantMapping][] = [];
   const byPte = new Map<number, GrantMapping>();
+  /** Per mapper: granted frame → its live host mappings of it, with the PTE address each was made at. */
+  const hostOf = new Map<number, Map<number, [GrantMapping, number][]>>();
   for (const ld of h.domains.values()) {
     const mt = ld.grants;
     for (let handle = 0; handle < mt.mtRef.length; handle++) {
@@ -99,8 +107,39 @@ export function grantMappings(h: Host): {
         host: (fl & GNTMAP_host_map) !== 0,
         device: (fl & GNTMAP_device_map) !== 0,
       };
-      if (g.device) device.push([rd.grants.actMfn[ref], g]);
-      if (g.host) byPte.set(mt.mtAddr[handle], g);
+      const mfn = rd.grants.actMfn[ref];
+      if (g.device) device.push([mfn, g]);
+      if (!g.host) continue;
+      let frames = hostOf.get(ld.domid);
+      if (frames === undefined) {
+        frames = new Map();
+        hostOf.set(ld.domid, frames);
+      }
+      const list = frames.get(mfn);
+      if (list) list.push([g, mt.mtAddr[handle]]);
+      else frames.set(mfn, [[g, mt.mtAddr[handle]]]);
+    }
+  }
+  const f = h.frames;
+  for (const [mapper, frames] of hostOf) {
+    const d = h.domains.get(mapper)!;
+    for (let k = 0; k < d.pages.size; k++) {
+      const m = d.pages.at(k);
+      if (f.type[m] !== PGT_l1_page_table || !(f.flags[m] & F_VALIDATED)) continue;
+      const e = h.mem.frame(m);
+      for (let i = 0; i < 512; i++) {
+        const lo = e[i * 2];
+        if ((lo & LO_P) === 0) continue;
+        const target = entryMfn(lo, e[i * 2 + 1]);
+        const list = frames.get(target);
+        if (list === undefined) continue;
+        const addr = m * 4096 + i * 8;
+        const made = list.find(([, at]) => at === addr);
+        // Elsewhere, only a foreign frame says "grant": a domain's own frame (granted to itself)
+        // may be mapped by any plain entry too.
+        if (made === undefined && f.ownerOf(target) === mapper) continue;
+        byPte.set(addr, (made ?? list[0])[0]);
+      }
     }
   }
   return { device, byPte };

@@ -145,6 +145,20 @@ describe("reverse map on real guests", () => {
     expect(sawPte).toBe(true);
   });
 
+  it("follows a grant PTE that unmap_and_replace moved to another mapping's slot", () => {
+    const s = new ScenarioStepper(
+      readFileSync(join(ROOT, "regressions", "unmap-and-replace-moves-grant-pte.jsonl"), "utf8"),
+    );
+    while (s.step());
+    const h = s.host;
+    // The moved PTE: L1 0xdd5 slot 3 of d2 maps d1's granted frame, where no map call put it.
+    const moved = [...referenceMap(h).values()]
+      .flat()
+      .filter((r) => r.kind === "entry" && r.table === 0xdd5 && r.index === 3);
+    expect(moved).toHaveLength(1);
+    expect(moved[0].grant).toMatchObject({ mapper: 2, granter: 1, ref: 0, host: true });
+  });
+
   it("does not explain a count the hypervisor got wrong", () => {
     const { h, kernel } = bootOnHost({
       strategy: "direct-pfn",
