@@ -27,7 +27,7 @@ import { LO_P, LO_RW } from "../x86/pte.js";
 import { PERM_W } from "../x86/walk.js";
 import { DOMID_IO, LINEAR_PT_SLOT, PGT_l1_page_table, PGT_NAMES, PGT_writable_page } from "./abi.js";
 import { F_PINNED, F_VALIDATED, F_XEN_HEAP } from "./frametable.js";
-import { GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly } from "./grant.js";
+import { forEachLiveMapping, GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly } from "./grant.js";
 import type { Host } from "./host.js";
 import { entryMfn, isXenL4Slot, L1_DISALLOW, LN_DISALLOW } from "./mm.js";
 
@@ -91,57 +91,43 @@ export function audit(h: Host): AuditReport {
     }
   }
 
-  // A domain's L1 may map another domain's frame that it holds a live host mapping of: by mapper,
-  // the frames granted to it. Not by PTE address: Xen's maptrack does not record one (an unmap
-  // names its PTE afresh), and unmap_and_replace can move a grant PTE — steal it from new_addr
-  // into another mapping's slot — leaving it where no map call put it, still covered by its grant.
+  // One pass over the live maptrack entries (an entry that outlived its granter after an implicit
+  // unmap is skipped: Xen expects it, "This can happen when a grant is implicitly unmapped", and
+  // crashes the mapper if it then unmaps):
+  //  - a domain's L1 may map another domain's frame that it holds a live host mapping of: by
+  //    mapper, the frames granted to it. Not by PTE address: Xen's maptrack does not record one (an
+  //    unmap names its PTE afresh), and unmap_and_replace can move a grant PTE — steal it from
+  //    new_addr into another mapping's slot — leaving it where no map call put it;
+  //  - device mappings hold references of their own (host mappings' are held by their PTE);
+  //  - every granter's pin counters equal the live maptrack entries naming its entries.
   const granted = new Map<number, Set<number>>();
-  for (const ld of h.domains.values()) {
-    const mt = ld.grants;
-    for (let handle = 0; handle < mt.mtRef.length; handle++) {
-      if (!(mt.mtFlags[handle] & GNTMAP_host_map)) continue;
-      const rd = h.domains.get(mt.mtDom[handle]);
-      if (!rd) continue;
+  /** Per granter: grant reference → the pin count its live maptrack entries add up to. */
+  const pins = new Map<number, Map<number, number>>();
+  forEachLiveMapping(h, (ld, _handle, rd, ref, fl) => {
+    const mfn = rd.grants.actMfn[ref];
+    const ro = (fl & GNTMAP_readonly) !== 0;
+    let inc = 0;
+    if (fl & GNTMAP_device_map) {
+      inc += ro ? 1 << 24 : 1 << 16;
+      add(gc, mfn);
+      if (!ro) add(tc, mfn);
+    }
+    if (fl & GNTMAP_host_map) {
+      inc += ro ? 1 << 8 : 1;
       let mfns = granted.get(ld.domid);
       if (mfns === undefined) {
         mfns = new Set();
         granted.set(ld.domid, mfns);
       }
-      mfns.add(rd.grants.actMfn[mt.mtRef[handle]]);
+      mfns.add(mfn);
     }
-  }
-  // Grants: device mappings hold references of their own (host mappings' are held by their PTE);
-  // every granter's pin counters equal the live maptrack entries naming its entries.
-  /** Per granter: grant reference → the pin count its live maptrack entries add up to. */
-  const pins = new Map<number, Map<number, number>>();
-  for (const ld of h.domains.values()) {
-    const mt = ld.grants;
-    for (let handle = 0; handle < mt.mtRef.length; handle++) {
-      const fl = mt.mtFlags[handle];
-      if (fl === 0) continue;
-      const rd = h.domains.get(mt.mtDom[handle]);
-      // A maptrack entry may outlive its granter: the mapper dropped the grant PTE's references
-      // itself (an implicit unmap), so nothing kept the granter alive. Xen expects this ("This can
-      // happen when a grant is implicitly unmapped") and crashes the mapper if it then unmaps.
-      if (!rd) continue;
-      const ref = mt.mtRef[handle];
-      const ro = (fl & GNTMAP_readonly) !== 0;
-      let inc = 0;
-      if (fl & GNTMAP_device_map) {
-        inc += ro ? 1 << 24 : 1 << 16;
-        const mfn = rd.grants.actMfn[ref];
-        add(gc, mfn);
-        if (!ro) add(tc, mfn);
-      }
-      if (fl & GNTMAP_host_map) inc += ro ? 1 << 8 : 1;
-      let byRef = pins.get(rd.domid);
-      if (byRef === undefined) {
-        byRef = new Map();
-        pins.set(rd.domid, byRef);
-      }
-      byRef.set(ref, (byRef.get(ref) ?? 0) + inc);
+    let byRef = pins.get(rd.domid);
+    if (byRef === undefined) {
+      byRef = new Map();
+      pins.set(rd.domid, byRef);
     }
-  }
+    byRef.set(ref, (byRef.get(ref) ?? 0) + inc);
+  });
   for (const rd of h.domains.values()) {
     const gt = rd.grants;
     const byRef = pins.get(rd.domid);

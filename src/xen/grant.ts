@@ -414,6 +414,26 @@ export function unmapGrantRef(h: Host, v: Vcpu, op: UnmapOp, replace: boolean): 
 }
 
 /**
+ * Every live maptrack entry of every domain whose granter still exists, in domain then handle
+ * order: `visit(mapper, handle, granter, ref, flags)`. (An entry may outlive its granter after an
+ * implicit unmap; those are skipped.) For the checkers — the auditor and the reverse map.
+ */
+export function forEachLiveMapping(
+  h: Host,
+  visit: (ld: Domain, handle: number, rd: Domain, ref: number, flags: number) => void,
+): void {
+  for (const ld of h.domains.values()) {
+    const mt = ld.grants;
+    for (let handle = 0; handle < mt.mtRef.length; handle++) {
+      const fl = mt.mtFlags[handle];
+      if (fl === 0) continue;
+      const rd = h.domains.get(mt.mtDom[handle]);
+      if (rd) visit(ld, handle, rd, mt.mtRef[handle], fl);
+    }
+  }
+}
+
+/**
  * `gnttab_release_mappings` when the mapping domain dies: pins and status flags of every live
  * mapping are dropped; device mappings drop their references; host mappings of a PV domain do
  * not — the PTEs drop them when the dying domain's page tables are torn down.

@@ -26,7 +26,7 @@
 import { LO_P, LO_RW } from "../x86/pte.js";
 import { DOMID_IO, PGT_l1_page_table } from "./abi.js";
 import { F_PINNED, F_VALIDATED, F_XEN_HEAP } from "./frametable.js";
-import { GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly } from "./grant.js";
+import { forEachLiveMapping, GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly } from "./grant.js";
 import type { Host } from "./host.js";
 import { entryMfn, isXenL4Slot } from "./mm.js";
 
@@ -90,36 +90,29 @@ export function grantMappings(h: Host): {
   const byPte = new Map<number, GrantMapping>();
   /** Per mapper: granted frame → its live host mappings of it, with the PTE address each was made at. */
   const hostOf = new Map<number, Map<number, [GrantMapping, number][]>>();
-  for (const ld of h.domains.values()) {
-    const mt = ld.grants;
-    for (let handle = 0; handle < mt.mtRef.length; handle++) {
-      const fl = mt.mtFlags[handle];
-      if (fl === 0) continue;
-      const rd = h.domains.get(mt.mtDom[handle]);
-      if (!rd) continue;
-      const ref = mt.mtRef[handle];
-      const g: GrantMapping = {
-        mapper: ld.domid,
-        handle,
-        granter: rd.domid,
-        ref,
-        readonly: (fl & GNTMAP_readonly) !== 0,
-        host: (fl & GNTMAP_host_map) !== 0,
-        device: (fl & GNTMAP_device_map) !== 0,
-      };
-      const mfn = rd.grants.actMfn[ref];
-      if (g.device) device.push([mfn, g]);
-      if (!g.host) continue;
-      let frames = hostOf.get(ld.domid);
-      if (frames === undefined) {
-        frames = new Map();
-        hostOf.set(ld.domid, frames);
-      }
-      const list = frames.get(mfn);
-      if (list) list.push([g, mt.mtAddr[handle]]);
-      else frames.set(mfn, [[g, mt.mtAddr[handle]]]);
+  forEachLiveMapping(h, (ld, handle, rd, ref, fl) => {
+    const g: GrantMapping = {
+      mapper: ld.domid,
+      handle,
+      granter: rd.domid,
+      ref,
+      readonly: (fl & GNTMAP_readonly) !== 0,
+      host: (fl & GNTMAP_host_map) !== 0,
+      device: (fl & GNTMAP_device_map) !== 0,
+    };
+    const mfn = rd.grants.actMfn[ref];
+    if (g.device) device.push([mfn, g]);
+    if (!g.host) return;
+    let frames = hostOf.get(ld.domid);
+    if (frames === undefined) {
+      frames = new Map();
+      hostOf.set(ld.domid, frames);
     }
-  }
+    const made: [GrantMapping, number] = [g, ld.grants.mtAddr[handle]];
+    const list = frames.get(mfn);
+    if (list) list.push(made);
+    else frames.set(mfn, [made]);
+  });
   const f = h.frames;
   for (const [mapper, frames] of hostOf) {
     const d = h.domains.get(mapper)!;
