@@ -1,10 +1,14 @@
 /**
  * Physical memory: 4 KiB frames, little-endian, allocated on first write.
  *
- * Frames live in a two-level directory (chunks of 4096 frames, i.e. 16 MiB of
- * address space per chunk) so a lookup is two array loads, and a machine of
- * hundreds of GiB costs one directory slot per 16 MiB plus the frames touched.
- * A frame never written reads as zeros (the shared, never-written `ZERO_FRAME`).
+ * Every frame has a storage *slot* (`slotOf`, one 32-bit word per frame, indexed by frame
+ * number); slot 0 means "never written" and reads as zeros. Slots live in slabs of 8–64
+ * frames: slot `s` is the 1024 words from `((s & slabMask) << 10)` in `slabs[s >>> slabShift]`.
+ * So a page walk reaches an entry with one typed-array load and one slab load, never touching
+ * a per-frame object; `frame()` still hands other callers a view of one frame.
+ * The slot table is zero-filled by the allocator and committed by the OS page by page, so a
+ * machine of hundreds of GiB costs 4 bytes per frame of address space, paid only for the
+ * ranges touched, plus the frames written.
  *
  * A `FrameSource` can back the memory (a memory-dump image): a frame is read
  * from it the first time it is needed, then cached. Addresses at or beyond
@@ -14,12 +18,15 @@
 import { PAGE_SIZE } from "./pte.js";
 
 export const WORDS_PER_FRAME = PAGE_SIZE / 4;
+/** Frames per chunk of `chunkResident` (for `residentFrames` to skip untouched ranges). */
 const CHUNK_SHIFT = 12;
 const CHUNK_FRAMES = 1 << CHUNK_SHIFT;
-const CHUNK_MASK = CHUNK_FRAMES - 1;
 
-/** Largest memory size accepted: 64 TiB (2^34 frames, a 4 Mi-slot directory). */
-export const MAX_MEMORY_BYTES = 2 ** 46;
+/**
+ * Largest memory size accepted: 16 TiB (2^32 frames, a 16 GiB slot table of address space),
+ * Xen's own limit for x86-64 hosts without CONFIG_BIGMEM.
+ */
+export const MAX_MEMORY_BYTES = 2 ** 44;
 
 /**
  * A shared all-zero frame returned for frames never written. Callers must
@@ -51,18 +58,39 @@ if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {
   throw new Error("pvmmu needs a little-endian host (typed arrays are read as x86 memory)");
 }
 
-type Chunk = (Uint32Array | undefined)[];
-
-/** Frames per storage slab (256 KiB). */
-const SLAB_FRAMES = 64;
+/** log2 of the frames per storage slab: 64 frames (256 KiB) at most. */
+const MAX_SLAB_SHIFT = 6;
 
 export class PhysicalMemory {
   readonly sizeBytes: number;
   readonly maxPhysAddrBits: number;
   /** Number of frames of RAM (frames at or above this are unbacked). */
   readonly frameCount: number;
-  private readonly dir: (Chunk | undefined)[];
+  /**
+   * Per frame, its storage slot; 0 = never written (or, with a source, not loaded yet or a
+   * hole): reads as zeros. For the page walk's hot path; everything else uses `frame()`.
+   */
+  readonly slotOf: Uint32Array;
+  /** Storage: slot `s` is words `(s & slabMask) << 10` onward of `slabs[s >>> slabShift]`. */
+  readonly slabs: Uint32Array[] = [];
+  /**
+   * log2 of the frames per slab: 64 frames (256 KiB), fewer for a small memory (at least 8:
+   * 32 KiB), so that the many small hosts of a fuzz run take their slabs from the C heap
+   * rather than from fresh mappings — which threads of one process would fault in one at a time.
+   */
+  readonly slabShift: number;
+  readonly slabMask: number;
+  /** Per slot, a view of its frame (slot 0: ZERO_FRAME). */
+  private readonly views: Uint32Array[] = [ZERO_FRAME];
+  /** Slots handed out so far (slot 0 is reserved: the slab's first frame stays zero). */
+  private nextSlot = 1;
+  /** Zeroed slots to reuse. */
+  private readonly spare: number[] = [];
+  /** Resident frames per chunk of 4096 frames. */
+  private readonly chunkResident: Uint16Array;
   private readonly source: FrameSource | undefined;
+  /** With a source: 1 once frame `pfn` was looked up in it (a slot of 0 is then a hole). */
+  private readonly looked: Uint8Array | null;
   private allocated = 0;
 
   constructor(opts: PhysicalMemoryOptions = {}) {
@@ -79,10 +107,21 @@ export class PhysicalMemory {
     this.sizeBytes = size;
     this.maxPhysAddrBits = maxPhys;
     this.frameCount = Math.ceil(size / PAGE_SIZE);
-    this.slabFrames = Math.min(SLAB_FRAMES, Math.max(8, this.frameCount >>> 9));
-    this.slabUsed = this.slabFrames;
-    this.dir = new Array(Math.ceil(this.frameCount / CHUNK_FRAMES));
+    let shift = 3;
+    while (shift < MAX_SLAB_SHIFT && 1 << (shift + 1) <= this.frameCount >>> 9) shift++;
+    this.slabShift = shift;
+    this.slabMask = (1 << shift) - 1;
+    try {
+      this.slotOf = new Uint32Array(this.frameCount);
+    } catch {
+      throw new RangeError(
+        `cannot reserve the slot table for ${size} bytes of memory (4 bytes of address space per frame)`,
+      );
+    }
+    this.chunkResident = new Uint16Array(Math.ceil(this.frameCount / CHUNK_FRAMES));
     this.source = opts.source;
+    this.looked = opts.source === undefined ? null : new Uint8Array(this.frameCount);
+    this.slabs.push(new Uint32Array((PAGE_SIZE << shift) >>> 2));
   }
 
   /** Frames whose contents are held in memory (written, or loaded from the source). */
@@ -92,52 +131,50 @@ export class PhysicalMemory {
 
   /**
    * The contents of frame `pfn`, for reading only: a frame never written is the
-   * shared ZERO_FRAME. Hot path: two array loads when the frame is resident.
+   * shared ZERO_FRAME. Hot path: one typed-array load and one array load when resident.
    */
   frame(pfn: number): Uint32Array {
-    const chunk = this.dir[(pfn / CHUNK_FRAMES) | 0];
-    if (chunk !== undefined) {
-      const f = chunk[pfn & CHUNK_MASK];
-      if (f !== undefined) return f;
-    }
+    const s = this.slotOf[pfn];
+    if (s > 0) return this.views[s];
     return this.frameMiss(pfn);
   }
 
   /**
-   * The frame an entry's address field points to, read-only: the chunk index
-   * and offset come straight from the entry's halves (no division). Hot path
-   * of the page walk.
+   * The frame an entry's address field points to, read-only.
    */
   frameOfEntry(lo: number, hi: number): Uint32Array {
-    const chunk = this.dir[((hi & 0xfffff) << 8) | (lo >>> 24)];
-    if (chunk !== undefined) {
-      const f = chunk[(lo >>> 12) & CHUNK_MASK];
-      if (f !== undefined) return f;
-    }
-    return this.frameMiss((hi & 0xfffff) * 0x10_0000 + (lo >>> 12));
+    return this.frame((hi & 0xfffff) * 0x10_0000 + (lo >>> 12));
+  }
+
+  /**
+   * Frame `pfn`'s slot for a reader that found 0 in `slotOf` (or `pfn` outside it): loads the
+   * frame from the source the first time; 0 when it reads as zeros. For the page walk.
+   */
+  slotMiss(pfn: number): number {
+    if (this.source === undefined || !(pfn >= 0 && pfn < this.frameCount)) return 0;
+    this.frameMiss(pfn);
+    return this.slotOf[pfn];
   }
 
   private frameMiss(pfn: number): Uint32Array {
-    if (this.source === undefined || pfn >= this.frameCount || pfn < 0) return ZERO_FRAME;
-    const f = new Uint32Array(WORDS_PER_FRAME);
-    const chunk = this.chunkFor(pfn);
-    if (this.source.load(pfn, f)) {
-      chunk[pfn & CHUNK_MASK] = f;
-      this.allocated++;
+    const looked = this.looked;
+    if (looked === null || !(pfn >= 0 && pfn < this.frameCount) || looked[pfn] !== 0) return ZERO_FRAME;
+    looked[pfn] = 1;
+    const s = this.newSlot();
+    const f = this.views[s];
+    if (this.source!.load(pfn, f)) {
+      this.place(pfn, s);
       return f;
     }
-    chunk[pfn & CHUNK_MASK] = ZERO_FRAME; // remember the hole; frameForWrite replaces it
+    f.fill(0);
+    this.spare.push(s);
     return ZERO_FRAME;
   }
 
-  private chunkFor(pfn: number): Chunk {
-    const ci = (pfn / CHUNK_FRAMES) | 0;
-    let chunk = this.dir[ci];
-    if (chunk === undefined) {
-      chunk = new Array(CHUNK_FRAMES);
-      this.dir[ci] = chunk;
-    }
-    return chunk;
+  private place(pfn: number, s: number): void {
+    this.slotOf[pfn] = s;
+    this.chunkResident[pfn >>> CHUNK_SHIFT]++;
+    this.allocated++;
   }
 
   /** The contents of frame `pfn`, allocated (and loaded from the source) if needed, for writing. */
@@ -148,41 +185,36 @@ export class PhysicalMemory {
       );
     }
     if (this.written !== null && this.written[pfn] === 0) this.noteWrite(pfn);
-    let f = this.frame(pfn);
-    if (f === ZERO_FRAME) {
-      f = this.newFrame();
-      this.chunkFor(pfn)[pfn & CHUNK_MASK] = f;
-      this.allocated++;
+    let s = this.slotOf[pfn];
+    if (s === 0) {
+      if (this.looked !== null) {
+        this.frameMiss(pfn);
+        s = this.slotOf[pfn];
+      }
+      if (s === 0) {
+        s = this.newSlot();
+        this.place(pfn, s);
+      }
     }
-    return f;
+    return this.views[s];
   }
 
   /**
-   * Storage for one frame: a zeroed frame given back by `zeroFrame`, or the next 4 KiB of a
-   * slab. Frames come from 256 KiB slabs rather than one buffer each: a buffer per frame makes
-   * the JavaScript engine account (and collect garbage) for every 4 KiB separately, which cost
-   * a third of a 64 GiB guest's boot.
+   * A zeroed slot: one given back by `zeroFrame`, or the next 4 KiB of a slab. Frames come
+   * from slabs rather than one buffer each: a buffer per frame makes the JavaScript engine
+   * account (and collect garbage) for every 4 KiB separately, which cost a third of a 64 GiB
+   * guest's boot.
    */
-  private newFrame(): Uint32Array {
+  private newSlot(): number {
     const reused = this.spare.pop();
     if (reused !== undefined) return reused;
-    if (this.slabUsed === this.slabFrames) {
-      this.slab = new ArrayBuffer(this.slabFrames * PAGE_SIZE);
-      this.slabUsed = 0;
-    }
-    return new Uint32Array(this.slab, this.slabUsed++ * PAGE_SIZE, WORDS_PER_FRAME);
+    const s = this.nextSlot++;
+    const si = s >>> this.slabShift;
+    if (si === this.slabs.length) this.slabs.push(new Uint32Array((PAGE_SIZE << this.slabShift) >>> 2));
+    const slab = this.slabs[si];
+    this.views.push(new Uint32Array(slab.buffer, (s & this.slabMask) * PAGE_SIZE, WORDS_PER_FRAME));
+    return s;
   }
-
-  private slab = new ArrayBuffer(0);
-  /**
-   * Frames per slab: 64 (256 KiB), fewer for a small memory (at least 8: 32 KiB), so that the
-   * many small hosts of a fuzz run take their slabs from the C heap rather than from fresh
-   * mappings — which threads of one process would fault in one at a time.
-   */
-  private readonly slabFrames: number;
-  private slabUsed: number;
-  /** Zeroed frames to reuse. */
-  private readonly spare: Uint32Array[] = [];
 
   /** Is physical address `paddr` backed by RAM? */
   isBacked(paddr: number): boolean {
@@ -234,31 +266,28 @@ export class PhysicalMemory {
 
   /** Forget a frame's contents (it reads as zeros again). */
   zeroFrame(pfn: number): void {
-    if (this.written !== null && pfn >= 0 && pfn < this.frameCount && this.written[pfn] === 0) {
-      this.noteWrite(pfn);
-    }
-    const chunk = this.dir[(pfn / CHUNK_FRAMES) | 0];
-    const f = chunk?.[pfn & CHUNK_MASK];
-    if (f !== undefined && f !== ZERO_FRAME) {
-      chunk![pfn & CHUNK_MASK] = this.source === undefined ? undefined : ZERO_FRAME;
+    if (!(pfn >= 0 && pfn < this.frameCount)) return;
+    if (this.written !== null && this.written[pfn] === 0) this.noteWrite(pfn);
+    const s = this.slotOf[pfn];
+    if (s !== 0) {
+      this.slotOf[pfn] = 0; // with a source, `looked` stays set: the frame is now a hole
+      this.chunkResident[pfn >>> CHUNK_SHIFT]--;
       this.allocated--;
-      f.fill(0);
-      this.spare.push(f);
+      this.views[s].fill(0);
+      this.spare.push(s);
     }
   }
 
   /**
-   * Frames holding non-zero contents in memory, ascending (walks the directory:
+   * Frames holding contents in memory, ascending (skips untouched 16 MiB ranges:
    * for tools that save memory, not for hot paths).
    */
   *residentFrames(): Generator<number> {
-    for (let ci = 0; ci < this.dir.length; ci++) {
-      const chunk = this.dir[ci];
-      if (chunk === undefined) continue;
-      for (let i = 0; i < CHUNK_FRAMES; i++) {
-        const f = chunk[i];
-        if (f !== undefined && f !== ZERO_FRAME) yield ci * CHUNK_FRAMES + i;
-      }
+    const slotOf = this.slotOf;
+    for (let ci = 0; ci < this.chunkResident.length; ci++) {
+      if (this.chunkResident[ci] === 0) continue;
+      const end = Math.min(this.frameCount, (ci + 1) * CHUNK_FRAMES);
+      for (let pfn = ci * CHUNK_FRAMES; pfn < end; pfn++) if (slotOf[pfn] !== 0) yield pfn;
     }
   }
 

@@ -215,8 +215,10 @@ function accessBits(access: number, m: PagingMode): number {
 
 /**
  * Walks page tables in a `PhysicalMemory`. After `walk()` the result is in the
- * public fields; the entries read are kept (`depth` of them, highest level
- * first) so a tool can show every step.
+ * public fields. A probe walk (ACC_PROBE: the tools' look) also keeps the entries
+ * it read (`depth` of them, highest level first) so a tool can show every step;
+ * other walks keep only `depth`, and reach each entry through the memory's slot
+ * table without building anything per step (the TLB-miss hot path).
  */
 export class PageWalker {
   // ---- result of the last walk ----
@@ -234,7 +236,10 @@ export class PageWalker {
   perm = 0;
   /** Number of entries read. */
   depth = 0;
-  /** Per step (0 = top level): the entry as read (its frame and index: `stepFrame`, `stepIndex`). */
+  /**
+   * Per step of the last probe walk (0 = top level): the entry as read (its frame and index:
+   * `stepFrame`, `stepIndex`).
+   */
   readonly stepLo = new Uint32Array(5);
   readonly stepHi = new Uint32Array(5);
   /** The walk's linear address, root frame and levels, for `stepFrame`/`stepIndex`. */
@@ -255,29 +260,102 @@ export class PageWalker {
    * fault (`fault`, `errorCode` set).
    */
   walk(m: PagingMode, hi: number, lo: number, access: number): boolean {
-    this.depth = 0;
     this.vaHi = hi;
     this.vaLo = lo;
     this.root = m.rootFrame;
     this.levels = m.levels;
+    if (m.levels === 4 && (access & ACC_PROBE) === 0 && ((hi >> 15) + 1) >>> 1 === 0) {
+      return this.walk4(m, hi, lo, access);
+    }
+    return this.walkAny(m, hi, lo, access);
+  }
+
+  /**
+   * The TLB-miss hot path: a canonical 4-level walk that is not a probe, straight down four
+   * tables. The first entry that is not a present, reserved-bit-free table entry (or a present
+   * 4 KiB leaf) hands the whole walk to `walkAny`, which decides the fault or the large page
+   * (nothing was written yet, so walking again from the top is the same walk).
+   */
+  private walk4(m: PagingMode, hi: number, lo: number, access: number): boolean {
+    const mem = this.mem;
+    const slotOf = mem.slotOf;
+    const slabs = mem.slabs;
+    const shift = mem.slabShift;
+    const mask = mem.slabMask;
+    const frames = mem.frameCount;
+    const rsvdHi = this.rsvdHi | (m.nxe ? 0 : HI_NX);
+    let pfn = m.rootFrame;
+    let s = pfn < frames ? slotOf[pfn] : 0;
+    if (s === 0) s = mem.slotMiss(pfn);
+    let t = slabs[s >>> shift];
+    let w = ((s & mask) << 10) | (((hi >>> 7) & 511) << 1);
+    let elo = t[w];
+    let ehi = t[w | 1];
+    if ((elo & (LO_P | LO_PS)) !== LO_P || (ehi & rsvdHi) !== 0) return this.walkAny(m, hi, lo, access);
+    let rights = elo;
+    let nx = ehi;
+    pfn = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
+    s = pfn < frames ? slotOf[pfn] : 0;
+    if (s === 0) s = mem.slotMiss(pfn);
+    t = slabs[s >>> shift];
+    w = ((s & mask) << 10) | ((((hi & 0x7f) << 2) | (lo >>> 30)) << 1);
+    elo = t[w];
+    ehi = t[w | 1];
+    if ((elo & (LO_P | LO_PS)) !== LO_P || (ehi & rsvdHi) !== 0) return this.walkAny(m, hi, lo, access);
+    rights &= elo;
+    nx |= ehi;
+    pfn = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
+    s = pfn < frames ? slotOf[pfn] : 0;
+    if (s === 0) s = mem.slotMiss(pfn);
+    t = slabs[s >>> shift];
+    w = ((s & mask) << 10) | (((lo >>> 21) & 511) << 1);
+    elo = t[w];
+    ehi = t[w | 1];
+    if ((elo & (LO_P | LO_PS)) !== LO_P || (ehi & rsvdHi) !== 0) return this.walkAny(m, hi, lo, access);
+    rights &= elo;
+    nx |= ehi;
+    pfn = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
+    s = pfn < frames ? slotOf[pfn] : 0;
+    if (s === 0) s = mem.slotMiss(pfn);
+    t = slabs[s >>> shift];
+    w = ((s & mask) << 10) | (((lo >>> 12) & 511) << 1);
+    elo = t[w];
+    ehi = t[w | 1];
+    if ((elo & LO_P) === 0 || (ehi & rsvdHi) !== 0) return this.walkAny(m, hi, lo, access);
+    rights &= elo;
+    nx |= ehi;
+    this.pageBase = (ehi & HI_ADDR_MASK) * 0x1_0000_0000 + (elo >>> 12) * 0x1000;
+    this.paddr = this.pageBase + (lo & 0xfff);
+    this.depth = 4;
+    return this.leaf(m, hi, lo, access, 1, elo, ehi, rights, nx, 4);
+  }
+
+  /** Any walk: 4 or 5 levels, large pages, faults, probes (which keep their steps). */
+  private walkAny(m: PagingMode, hi: number, lo: number, access: number): boolean {
     if (!isCanonical(hi, m.levels)) {
+      this.depth = 0;
       this.fault = FAULT_GP;
       this.errorCode = 0;
       return false;
     }
     const mem = this.mem;
+    const slotOf = mem.slotOf;
+    const slabs = mem.slabs;
+    const shift = mem.slabShift;
+    const mask = mem.slabMask;
+    const frames = mem.frameCount;
     const rsvdHi = this.rsvdHi | (m.nxe ? 0 : HI_NX);
-    const stepLo = this.stepLo;
-    const stepHi = this.stepHi;
+    const probe = (access & ACC_PROBE) !== 0;
     let level: number = m.levels;
-    let t = mem.frame(m.rootFrame);
-    let rights = PERM_W | PERM_U;
-    let allAccessed = LO_A;
+    let pfn = m.rootFrame;
+    let rights = PERM_W | PERM_U | LO_A;
     let nx = 0;
     let n = 0;
     let elo = 0;
     let ehi = 0;
     for (;;) {
+      let s = pfn < frames ? slotOf[pfn] : 0;
+      if (s === 0) s = mem.slotMiss(pfn);
       const idx =
         level === 1
           ? (lo >>> 12) & 511
@@ -288,10 +366,14 @@ export class PageWalker {
               : level === 4
                 ? (hi >>> 7) & 511
                 : (hi >>> 16) & 511;
-      elo = t[idx << 1];
-      ehi = t[(idx << 1) | 1];
-      stepLo[n] = elo;
-      stepHi[n] = ehi;
+      const t = slabs[s >>> shift];
+      const w = ((s & mask) << 10) | (idx << 1);
+      elo = t[w];
+      ehi = t[w | 1];
+      if (probe) {
+        this.stepLo[n] = elo;
+        this.stepHi[n] = ehi;
+      }
       n++;
       if ((elo & LO_P) === 0) {
         this.depth = n;
@@ -299,7 +381,6 @@ export class PageWalker {
       }
       if ((ehi & rsvdHi) !== 0) return this.reservedFault(n, access, m);
       rights &= elo;
-      allAccessed &= elo;
       nx |= ehi;
       if (level === 1) {
         this.pageBase = (ehi & HI_ADDR_MASK) * 0x1_0000_0000 + (elo >>> 12) * 0x1000;
@@ -319,10 +400,30 @@ export class PageWalker {
         this.paddr = this.pageBase + (lo & 0x1fffff);
         break;
       }
-      t = mem.frameOfEntry(elo, ehi);
+      pfn = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
       level--;
     }
     this.depth = n;
+    return this.leaf(m, hi, lo, access, level, elo, ehi, rights, nx, n);
+  }
+
+  /**
+   * The end of a walk that reached its leaf (`elo`:`ehi` at `level`, `n` entries read,
+   * `rights` and'ed and `nx` or'ed over them): check the access, then set accessed and dirty
+   * flags unless probing.
+   */
+  private leaf(
+    m: PagingMode,
+    hi: number,
+    lo: number,
+    access: number,
+    level: number,
+    elo: number,
+    ehi: number,
+    rights: number,
+    nx: number,
+    n: number,
+  ): boolean {
     this.leafLevel = level;
     let perm = (rights & (PERM_W | PERM_U)) | (elo & LO_D);
     if (m.nxe && (nx & HI_NX) !== 0) perm |= PERM_NX;
@@ -331,18 +432,38 @@ export class PageWalker {
     const code = accessFault(perm, access, m);
     if (code !== 0) return this.pageFault(code);
     if ((access & ACC_PROBE) === 0) {
-      // Set accessed flags on every entry used, then dirty on the leaf for a write.
-      for (let k = 0; allAccessed === 0 && k < n; k++) {
-        if ((stepLo[k] & LO_A) === 0) mem.frameForWrite(this.stepFrame(k))[this.stepIndex(k) << 1] |= LO_A;
-      }
-      if ((access & 2) !== 0) {
-        mem.frameForWrite(this.stepFrame(n - 1))[this.stepIndex(n - 1) << 1] |= LO_D;
+      // Accessed on every entry used (the leaf's included), dirty on the leaf for a write.
+      let allSet = (rights & LO_A) !== 0;
+      if ((access & ACC_WRITE) !== 0) {
+        if ((elo & LO_D) === 0) allSet = false;
         perm |= PERM_D;
       }
+      if (!allSet) this.setAccessedDirty(m, hi, lo, n, (access & ACC_WRITE) !== 0);
     }
     this.perm = perm;
     this.fault = FAULT_NONE;
     return true;
+  }
+
+  /**
+   * After a successful walk that found an entry without its accessed flag, or a write whose
+   * leaf is clean: go down the same `n` entries again (nothing changed them since) and set
+   * accessed on each, dirty on the leaf for a write — only where not already set, as the
+   * processor does, so a flag already set is not a write to the table's frame.
+   */
+  private setAccessedDirty(m: PagingMode, hi: number, lo: number, n: number, write: boolean): void {
+    const mem = this.mem;
+    let pfn = m.rootFrame;
+    let level = m.levels as Level;
+    for (let k = 0; k < n; k++) {
+      const i = tableIndex(hi, lo, level) << 1;
+      const t = mem.frame(pfn);
+      const elo = t[i];
+      const want = k === n - 1 && write ? LO_A | LO_D : LO_A;
+      if ((elo & want) !== want) mem.frameForWrite(pfn)[i] |= want;
+      pfn = entryFrame(elo, t[i | 1]);
+      level = (level - 1) as Level;
+    }
   }
 
   private reservedFault(n: number, access: number, m: PagingMode): false {

@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { BumpAllocator, PageTableBuilder } from "../../src/x86/builder.js";
-import { PhysicalMemory, ZERO_FRAME } from "../../src/x86/memory.js";
+import { Cpu } from "../../src/x86/cpu.js";
+import { type FrameSource, PhysicalMemory, ZERO_FRAME } from "../../src/x86/memory.js";
+import { LO_A, LO_D, LO_RW, LO_US } from "../../src/x86/pte.js";
+import { ACC_WRITE } from "../../src/x86/walk.js";
 
 describe("physical memory", () => {
   it("reads zeros where nothing was written, and allocates frames only on write", () => {
@@ -44,5 +47,63 @@ describe("physical memory", () => {
     b.map(0xffff_8000_0000_0000n, 255 * 2 ** 30, 2 ** 30, { lo: 2, hi: 0 });
     expect(mem.framesTouched).toBe(2);
     expect([...mem.residentFrames()]).toEqual([2 ** 26 - 100, 2 ** 26 - 99]);
+  });
+
+  it("gives a zeroed frame's storage to the next frame written, and reads the old one as zeros", () => {
+    const mem = new PhysicalMemory({ sizeBytes: 2 ** 24 });
+    mem.write32(0x5000, 7);
+    const storage = mem.frame(5);
+    mem.zeroFrame(5);
+    expect(mem.frame(5)).toBe(ZERO_FRAME);
+    expect(mem.framesTouched).toBe(0);
+    mem.write32(0x9004, 9);
+    expect(mem.frame(9)).toBe(storage); // the same 4 KiB, zeroed before reuse
+    expect([...mem.frame(9).subarray(0, 2)]).toEqual([0, 9]);
+    expect([...mem.residentFrames()]).toEqual([9]);
+  });
+
+  it("loads a frame from its source once, and keeps a hole a hole", () => {
+    const loads: number[] = [];
+    const source: FrameSource = {
+      sizeBytes: 2 ** 24,
+      load(pfn, dest) {
+        loads.push(pfn);
+        if (pfn === 3) return false; // a hole: all zeros
+        dest[0] = pfn;
+        return true;
+      },
+    };
+    const mem = new PhysicalMemory({ source });
+    expect(mem.read32(0x2000)).toBe(2);
+    expect(mem.read32(0x2000)).toBe(2);
+    expect(mem.read32(0x3000)).toBe(0);
+    expect(mem.frame(3)).toBe(ZERO_FRAME);
+    expect(loads).toEqual([2, 3]);
+    mem.write32(0x2004, 5); // written after loading: the loaded contents stay
+    expect([...mem.frame(2).subarray(0, 2)]).toEqual([2, 5]);
+    mem.zeroFrame(2); // forgotten: zeros, not the source's contents again
+    expect(mem.read32(0x2000)).toBe(0);
+    expect(loads).toEqual([2, 3]);
+    expect(mem.read32(2 ** 24)).toBe(0); // beyond the source: unbacked
+  });
+
+  it("a walk writes accessed and dirty flags only where they are not yet set, as the processor does", () => {
+    const mem = new PhysicalMemory({ sizeBytes: 2 ** 30 });
+    const b = new PageTableBuilder(mem, new BumpAllocator(0x100));
+    b.map(0x40_0000n, 0x20_0000, 4096, { lo: LO_RW | LO_US, hi: 0 });
+    const l1 = b.tableAt(0x40_0000n, 1);
+    const cpu = new Cpu(mem);
+    cpu.loadRoot(b.root * 4096);
+    mem.trackWrites(true);
+    expect(cpu.translateVa(0x40_0000n).ok).toBe(true); // sets accessed on all four entries
+    expect(mem.takeWritten().length).toBe(4);
+    cpu.tlb.flushAll();
+    expect(cpu.translateVa(0x40_0000n, ACC_WRITE).ok).toBe(true); // sets only the leaf's dirty flag
+    expect(mem.takeWritten()).toEqual([l1]);
+    cpu.tlb.flushAll();
+    expect(cpu.translateVa(0x40_0000n, ACC_WRITE).ok).toBe(true); // nothing left to set
+    expect(mem.takeWritten()).toEqual([]);
+    const leaf = mem.frame(l1)[0];
+    expect(leaf & (LO_A | LO_D)).toBe(LO_A | LO_D);
   });
 });

@@ -94,8 +94,8 @@ describe("translation", () => {
   });
 
   it("uses addresses above 4 GiB in the high half of entries", () => {
-    const mem = new PhysicalMemory({ sizeBytes: 2 ** 46 });
-    const b = new PageTableBuilder(mem, new BumpAllocator(2 ** 33)); // tables at 32 TiB
+    const mem = new PhysicalMemory({ sizeBytes: 2 ** 42 });
+    const b = new PageTableBuilder(mem, new BumpAllocator(2 ** 29)); // tables at 2 TiB
     b.map(0x1000n, 0x3ff_ffff_f000, 4096, { lo: 0, hi: 0 });
     const cpu = new Cpu(mem);
     cpu.loadRoot(b.root * 4096);
