@@ -158,6 +158,8 @@ export class Kernel {
   readonly spaces = new Set<AddressSpace>();
   /** First pfn of the P2M list pages (in the initial mapping), and the start-info page. */
   p2mListPfn = -1;
+  /** The pid the next process gets (per kernel: two guests in one process number alike). */
+  nextPid = 1;
   startInfoPfn = -1;
 
   /** Result of the last `read64`. */

@@ -34,10 +34,8 @@ const FLUSH_CEILING = 33;
 const PAGE = 4096;
 const WINDOW = 2 ** 21;
 
-let nextPid = 1;
-
 export class Process {
-  pid = nextPid++;
+  pid: number;
   as: AddressSpace;
   vmas: Vma[] = [];
   exited = false;
@@ -46,6 +44,7 @@ export class Process {
     readonly k: Kernel,
     as?: AddressSpace,
   ) {
+    this.pid = k.nextPid++;
     this.as = as ?? k.op("create", () => k.createAs(true));
   }
 
@@ -53,7 +52,7 @@ export class Process {
   static resume(k: Kernel, as: AddressSpace | undefined, pid: number, vmas: Vma[], exited: boolean): Process {
     const p = new Process(k, as ?? k.kernelAs);
     p.pid = pid;
-    nextPid = Math.max(nextPid, pid + 1);
+    k.nextPid = Math.max(k.nextPid, pid + 1);
     p.vmas = vmas.map((v) => ({ ...v }));
     p.exited = exited;
     return p;

@@ -58,6 +58,8 @@ interface KernelJson {
   pages: number;
   p2mListPfn: number;
   startInfoPfn: number;
+  /** Absent in images saved before it was kept: then one past the highest pid resumed. */
+  nextPid?: number;
   tableCount: number[];
   counters: { p2mLookups: number; m2pLookups: number; directWrites: number; ptwrWrites: number };
   ops: Record<string, OpStats>;
@@ -165,6 +167,7 @@ export function saveGuestState(k: Kernel, run: WorkloadRun | null, rec: SuspendR
       pages: k.pages,
       p2mListPfn: k.p2mListPfn,
       startInfoPfn: k.startInfoPfn,
+      nextPid: k.nextPid,
       tableCount: [...k.tableCount],
       counters: {
         p2mLookups: k.p2mLookups,
@@ -172,7 +175,9 @@ export function saveGuestState(k: Kernel, run: WorkloadRun | null, rec: SuspendR
         directWrites: k.directWrites,
         ptwrWrites: k.ptwrWrites,
       },
-      ops: structuredClone(k.ops),
+      // Counts only: an op's wall-clock time would make two saves of one guest differ. The
+      // receiver's timings start from zero (the counts carry over).
+      ops: Object.fromEntries(Object.entries(k.ops).map(([name, o]) => [name, { count: o.count, ms: 0 }])),
       hc: {
         transitions: { ...hc.transitions },
         batches: structuredClone(hc.batches),
@@ -264,6 +269,7 @@ export function resumeGuest(
   k.hc.flushSingle = j.hc.flushSingle;
   k.p2mListPfn = j.p2mListPfn;
   k.startInfoPfn = j.startInfoPfn;
+  if (j.nextPid !== undefined) k.nextPid = j.nextPid;
   const mfn = (pfn: number) => {
     if (pfn < 0) return 0;
     const m = pfn < p2m.length ? p2m[pfn] : -1;
@@ -354,6 +360,8 @@ export function decodeGuestState(b: Uint8Array): GuestState {
   const tableLevel = next(1);
   const mapcount = next(2);
   if (typeof parsed?.kernel?.pages !== "number") bad("no kernel");
+  const np = parsed.kernel.nextPid;
+  if (np !== undefined && !(Number.isSafeInteger(np) && np >= 1)) bad("nextPid is not a positive integer");
   return {
     kernel: parsed.kernel,
     workload: parsed.workload,
