@@ -25,12 +25,13 @@
  */
 
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Kernel } from "../src/guest/kernel.js";
 import { bootOnHost } from "../src/guest/run.js";
+import { FileChunks } from "../src/migration/file.js";
 import { restoreGuest, saveGuest } from "../src/migration/guest.js";
 import type { StreamSink } from "../src/migration/save.js";
 import { migrateTo } from "../src/migration/tcp.js";
@@ -90,26 +91,6 @@ class FileSink implements StreamSink {
   }
 }
 
-/**
- * The file in chunks of `size` bytes, each a fresh buffer (the stream reader keeps views of
- * them), as plain Uint8Arrays: a Node Buffer's `slice` is a view, not a copy, and the restorer
- * copies what it keeps with `slice`.
- */
-function* fileChunks(fd: number, size: number): Generator<Uint8Array> {
-  for (;;) {
-    const buf = Buffer.allocUnsafe(size);
-    const b = new Uint8Array(buf.buffer, buf.byteOffset, size);
-    let n = 0;
-    while (n < size) {
-      const k = readSync(fd, b, n, size - n, null);
-      if (k === 0) break;
-      n += k;
-    }
-    if (n > 0) yield b.subarray(0, n);
-    if (n < size) return;
-  }
-}
-
 /** Data pages whose contents differ from the pattern (a sample of `count` of them). */
 function badPages(k: Kernel, data: ArrayLike<number> | null, count: number): number {
   let bad = 0;
@@ -153,17 +134,11 @@ async function partSave(file: string) {
 }
 
 async function partRestore(file: string) {
-  const fd = openSync(file, "r");
-  const size = fstatSync(fd).size;
-  let out: Awaited<ReturnType<typeof restoreGuest>>;
-  let s: number;
-  try {
-    const t0 = performance.now();
-    out = await restoreGuest(new Host({ memoryMiB: receiverMiB(GUEST_BYTES) }), 1, fileChunks(fd, 16 * MiB));
-    s = (performance.now() - t0) / 1000;
-  } finally {
-    closeSync(fd);
-  }
+  const chunks = new FileChunks(file);
+  const size = chunks.size;
+  const t0 = performance.now();
+  const out = await restoreGuest(new Host({ memoryMiB: receiverMiB(GUEST_BYTES) }), 1, chunks);
+  const s = (performance.now() - t0) / 1000;
   if (out.restore.bytes !== size) throw new Error(`restore: read ${out.restore.bytes} of ${size} bytes`);
   const bad = badPages(out.kernel, null, 4096);
   if (bad) throw new Error(`restore: ${bad} sampled data pages differ from what was saved`);

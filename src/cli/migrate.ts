@@ -9,13 +9,14 @@
  * Progress bars (stderr, on a terminal) show rounds, dirty pages and bandwidth.
  */
 
-import { closeSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { resolve } from "node:path";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import type { Kernel } from "../guest/kernel.js";
 import { bootOnHost, type RunOptions } from "../guest/run.js";
 import { WorkloadRun } from "../guest/workloads.js";
+import { FileChunks } from "../migration/file.js";
 import { guestMemoryHash, restoreGuest, saveGuest } from "../migration/guest.js";
 import type { RoundStats, StreamSink } from "../migration/save.js";
 import { StreamError } from "../migration/stream.js";
@@ -82,23 +83,12 @@ class FileSink implements StreamSink {
   }
 }
 
-/** The file in chunks (fresh buffers: the reader keeps views of what it was given). */
-function* fileChunks(path: string): Generator<Uint8Array> {
-  let fd: number;
+/** The image at `path`, to be read in chunks of one reused buffer. */
+function imageFile(path: string): FileChunks {
   try {
-    fd = openSync(path, "r");
+    return new FileChunks(path);
   } catch (e) {
     throw new UsageError(`cannot read '${path}': ${(e as NodeJS.ErrnoException).code ?? e}`);
-  }
-  try {
-    for (;;) {
-      const b = Buffer.allocUnsafe(16 * 2 ** 20);
-      const n = readSync(fd, b, 0, b.length, null);
-      if (n === 0) return;
-      yield b.subarray(0, n);
-    }
-  } finally {
-    closeSync(fd);
   }
 }
 
@@ -229,8 +219,8 @@ export function registerMigrate(
     .option("--json", "print the report as JSON")
     .action(async (file: string, o: { hostMemory?: string; json?: boolean }) => {
       const hostMiB = o.hostMemory ? parseSize(o.hostMemory, "--host-memory") / 2 ** 20 : undefined;
-      const chunks = [...fileChunks(file)];
-      const total = chunks.reduce((a, c) => a + c.length, 0);
+      const chunks = imageFile(file);
+      const total = chunks.size;
       const h = new Host({ memoryMiB: hostMiB ?? Math.max(128, Math.ceil((total / 2 ** 20) * 1.25) + 64) });
       const bar = progress(total, "restoring");
       try {

@@ -24,6 +24,7 @@ import { entryFrame, withFrameHi, withFrameLo } from "../x86/pte.js";
 import { MMUEXT } from "../xen/abi.js";
 import type { VcpuState } from "../xen/domctl.js";
 import type { Host } from "../xen/host.js";
+import type { ReusingSource } from "./file.js";
 import {
   checkSharedInfo,
   decodeP2mFrames,
@@ -416,7 +417,8 @@ export class Restorer {
 }
 
 /**
- * Restore a whole stream from `source` (chunks of bytes, e.g. a file read or a socket) into a
+ * Restore a whole stream from `source` (chunks of bytes, e.g. a file read — `FileChunks`, which
+ * reuses its buffer — or a socket) into a
  * new domain `domid`. On any error the domain is discarded (nothing left on the host) and the
  * error rethrown — a StreamError names the record and offset.
  */
@@ -429,10 +431,14 @@ export async function restoreStream(
 ): Promise<RestoreResult> {
   const reader = new StreamReader();
   const rs = new Restorer(h, domid, opts);
+  // A source that reads into one buffer again and again: what is left of a chunk is copied out
+  // before the next read overwrites it.
+  const reuse = (source as Partial<ReusingSource>).reusesBuffers === true;
   try {
     for await (const chunk of source) {
       reader.push(chunk);
       drain(reader, rs);
+      if (reuse) reader.detach();
       onProgress?.(reader.offset);
     }
     reader.end();

@@ -759,6 +759,44 @@ export class StreamReader {
     return { kind: "record", record: { type: this.recType, body, offset: this.recOffset } };
   }
 
+  /**
+   * Copy the bytes still buffered (at most a partial item: after `next` returned undefined)
+   * into the reader's own memory, so that the source may reuse every chunk pushed so far —
+   * a file read into one buffer over and over rather than into fresh memory each time.
+   * Items already returned may alias those chunks: use them before the source reuses them.
+   */
+  detach(): void {
+    const n = this.avail;
+    if (n === 0) {
+      this.chunks.length = 0;
+      this.head = 0;
+      this.pos = 0;
+      return;
+    }
+    const last = this.own[this.ownNext ^ 1];
+    if (this.chunks.length - this.head === 1 && this.chunks[this.head].buffer === last.buffer) return;
+    let out = this.own[this.ownNext];
+    if (out.length < n) {
+      out = new Uint8Array(Math.max(n, 64 * 1024));
+      this.own[this.ownNext] = out;
+    }
+    let filled = 0;
+    for (let i = this.head, p = this.pos; filled < n; i++, p = 0) {
+      const c = this.chunks[i];
+      out.set(c.subarray(p), filled);
+      filled += c.length - p;
+    }
+    this.chunks.length = 0;
+    this.chunks.push(out.subarray(0, n));
+    this.head = 0;
+    this.pos = 0;
+    this.ownNext ^= 1;
+  }
+
+  /** `detach`'s two buffers, used in turn (the bytes left may lie in the one used last). */
+  private readonly own: Uint8Array[] = [EMPTY, EMPTY];
+  private ownNext = 0;
+
   /** Copies the next n (≤ 24) bytes into `hdr` without consuming them. */
   private peek(n: number): void {
     let filled = 0;

@@ -124,7 +124,9 @@ export class Host {
   constructor(opts: HostOptions = {}) {
     const mib = opts.memoryMiB ?? 256;
     if (!Number.isInteger(mib) || mib < 8 || mib > 16 * 1024 * 1024) {
-      throw new RangeError(`host memory must be a whole number of MiB from 8 to 16777216 (16 TiB), got ${mib}`);
+      throw new RangeError(
+        `host memory must be a whole number of MiB from 8 to 16777216 (16 TiB), got ${mib}`,
+      );
     }
     this.mem = new PhysicalMemory({ sizeBytes: mib * 2 ** 20 });
     this.frames = new FrameTable(this.mem.frameCount);

@@ -1,7 +1,11 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { STRATEGIES } from "../../src/guest/report.js";
 import { bootOnHost, type RunOptions } from "../../src/guest/run.js";
 import { WorkloadRun } from "../../src/guest/workloads.js";
+import { FileChunks } from "../../src/migration/file.js";
 import { guestMemoryHash, MemorySink, restoreGuest, saveGuest } from "../../src/migration/guest.js";
 import { Host } from "../../src/xen/host.js";
 
@@ -64,5 +68,33 @@ describe("a saved image", () => {
     }
     expect(images[0].length).toBeGreaterThan(64 * MiB);
     expect(images[0].equals(images[1])).toBe(true);
+  });
+});
+
+describe("restoring from a file", () => {
+  it("reads the image into one reused buffer, in chunks that split records anywhere", async () => {
+    const ref = start();
+    while (ref.run.next()) {}
+    const src = start();
+    for (let i = 0; i < 3; i++) src.run.next();
+    const sink = new MemorySink();
+    await saveGuest(src.h, src.kernel, src.run, sink, { live: false });
+    const dir = mkdtempSync(join(tmpdir(), "pvmmu-file-"));
+    try {
+      const path = join(dir, "guest.img");
+      writeFileSync(path, Buffer.concat(sink.chunks));
+      const chunks = new FileChunks(path, 4096 * 3 + 8 * 7); // never aligned to a record
+      expect(chunks.size).toBe(sink.bytes);
+      const dst = new Host({ memoryMiB: 160 });
+      const { kernel, run, restore } = await restoreGuest(dst, 3, chunks);
+      expect(restore.bytes).toBe(sink.bytes);
+      while (run!.next()) {}
+      expect(dst.audit().problems).toEqual([]);
+      expect(guestMemoryHash(kernel)).toBe(guestMemoryHash(ref.kernel));
+      expect(() => new FileChunks(dir)).toThrow(/not a file/);
+      expect(() => new FileChunks(join(dir, "missing"))).toThrow(/ENOENT/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

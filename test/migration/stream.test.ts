@@ -203,7 +203,11 @@ type Item =
   | { kind: "record"; record: RecordView };
 
 /** Feeds `bytes` in chunks of size `sizes(i)`, draining after each push; copies bodies (they may alias). */
-function readAll(bytes: Uint8Array, sizes: (i: number) => number): { items: Item[]; reader: StreamReader } {
+function readAll(
+  bytes: Uint8Array,
+  sizes: (i: number) => number,
+  reuse = false,
+): { items: Item[]; reader: StreamReader } {
   const reader = new StreamReader();
   const items: Item[] = [];
   const drain = () => {
@@ -216,11 +220,22 @@ function readAll(bytes: Uint8Array, sizes: (i: number) => number): { items: Item
     }
   };
   let pos = 0;
+  // With `reuse`, every chunk is read into one buffer, scribbled over once the reader detached.
+  const buf = new Uint8Array(bytes.length);
   for (let i = 0; pos < bytes.length; i++) {
     const n = Math.min(Math.max(1, sizes(i)), bytes.length - pos);
-    reader.push(bytes.subarray(pos, pos + n));
+    if (reuse) {
+      buf.set(bytes.subarray(pos, pos + n));
+      reader.push(buf.subarray(0, n));
+    } else {
+      reader.push(bytes.subarray(pos, pos + n));
+    }
     pos += n;
     drain();
+    if (reuse) {
+      reader.detach();
+      buf.fill(0xa5);
+    }
   }
   drain();
   reader.end();
@@ -449,6 +464,16 @@ describe("StreamReader round trip", () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 1, max: 10_000 }), { minLength: 1, maxLength: 40 }), (sizes) => {
         const { items, reader } = readAll(built.bytes, (i) => sizes[i % sizes.length]);
+        checkFullStream(built, items, reader);
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it("reads it from one buffer reused for every chunk, detaching after each (a file restore)", () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 10_000 }), { minLength: 1, maxLength: 40 }), (sizes) => {
+        const { items, reader } = readAll(built.bytes, (i) => sizes[i % sizes.length], true);
         checkFullStream(built, items, reader);
       }),
       { numRuns: 60 },
