@@ -9,16 +9,16 @@
  * Progress bars (stderr, on a terminal) show rounds, dirty pages and bandwidth.
  */
 
-import { closeSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { renameSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import type { Kernel } from "../guest/kernel.js";
 import { bootOnHost, type RunOptions } from "../guest/run.js";
 import { WorkloadRun } from "../guest/workloads.js";
-import { FileChunks } from "../migration/file.js";
+import { FileChunks, FileSink } from "../migration/file.js";
 import { guestMemoryHash, restoreGuest, saveGuest } from "../migration/guest.js";
-import type { RoundStats, StreamSink } from "../migration/save.js";
+import type { RoundStats } from "../migration/save.js";
 import { StreamError } from "../migration/stream.js";
 import { type Arrival, listen, migrateTo, parseAddress } from "../migration/tcp.js";
 import { type HostPort, LiveSampler, yieldToEvents } from "../web/live.js";
@@ -62,25 +62,6 @@ function progress(total: number, unit: string): Bar {
     bytes: (n) => bar.update(Math.min(total, n), payload(n, unit)),
     stop: () => bar.stop(),
   };
-}
-
-/** A file sink: written to FILE.partial and renamed at the end, so a failed save leaves nothing. */
-class FileSink implements StreamSink {
-  private fd: number;
-  bytes = 0;
-  constructor(readonly tmp: string) {
-    this.fd = openSync(tmp, "w");
-  }
-  write(chunks: Uint8Array[]): void {
-    for (const c of chunks) {
-      let at = 0;
-      while (at < c.length) at += writeSync(this.fd, c, at);
-      this.bytes += c.length;
-    }
-  }
-  close(): void {
-    closeSync(this.fd);
-  }
 }
 
 /** The image at `path`, to be read in chunks of one reused buffer. */
@@ -184,7 +165,14 @@ export function registerMigrate(
     .action(async (o: GuestFlags & { output: string }) => {
       const { h, kernel, run } = boot(o);
       const path = resolve(o.output);
-      const sink = new FileSink(`${path}.partial`);
+      // Written to FILE.partial and renamed at the end, so a failed save leaves nothing.
+      const tmp = `${path}.partial`;
+      let sink: FileSink;
+      try {
+        sink = new FileSink(tmp);
+      } catch (e) {
+        throw new UsageError(`cannot write '${tmp}': ${(e as NodeJS.ErrnoException).code ?? e}`);
+      }
       const hash = guestMemoryHash(kernel);
       const bar = progress(kernel.pages * 4096, "saving");
       try {
@@ -192,8 +180,8 @@ export function registerMigrate(
           live: false,
           onRound: (x) => bar.round(x, sink.bytes),
         });
-        sink.close();
-        renameSync(sink.tmp, path);
+        await sink.close();
+        renameSync(tmp, path);
         bar.stop();
         print(out, o.json, `saved to ${o.output}`, {
           bytes: r.bytes,
@@ -205,8 +193,8 @@ export function registerMigrate(
         });
       } catch (e) {
         bar.stop();
-        sink.close();
-        rmSync(sink.tmp, { force: true });
+        await sink.discard();
+        rmSync(tmp, { force: true });
         throw e;
       }
     });

@@ -1,11 +1,11 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { STRATEGIES } from "../../src/guest/report.js";
 import { bootOnHost, type RunOptions } from "../../src/guest/run.js";
 import { WorkloadRun } from "../../src/guest/workloads.js";
-import { FileChunks } from "../../src/migration/file.js";
+import { FileChunks, FileSink } from "../../src/migration/file.js";
 import { guestMemoryHash, MemorySink, restoreGuest, saveGuest } from "../../src/migration/guest.js";
 import { Host } from "../../src/xen/host.js";
 
@@ -93,6 +93,40 @@ describe("restoring from a file", () => {
       expect(guestMemoryHash(kernel)).toBe(guestMemoryHash(ref.kernel));
       expect(() => new FileChunks(dir)).toThrow(/not a file/);
       expect(() => new FileChunks(join(dir, "missing"))).toThrow(/ENOENT/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("saving to a file", () => {
+  it("writes the same bytes as the stream, direct I/O or not, and reads back with direct I/O", async () => {
+    const src = start();
+    for (let i = 0; i < 3; i++) src.run.next();
+    const mem = new MemorySink();
+    await saveGuest(src.h, src.kernel, src.run, mem, { live: false });
+    const want = Buffer.concat(mem.chunks);
+    const dir = mkdtempSync(join(tmpdir(), "pvmmu-sink-"));
+    try {
+      for (const direct of [true, false]) {
+        const again = start();
+        for (let i = 0; i < 3; i++) again.run.next();
+        const path = join(dir, `guest-${direct}.img`);
+        const sink = new FileSink(path, { direct });
+        if (!direct) expect(sink.direct).toBe(false);
+        await saveGuest(again.h, again.kernel, again.run, sink, { live: false });
+        await sink.close();
+        expect(sink.bytes).toBe(want.length);
+        expect(readFileSync(path).equals(want)).toBe(true); // the padded last block cut off
+        const chunks = new FileChunks(path, 64 * 1024);
+        const { kernel } = await restoreGuest(new Host({ memoryMiB: 160 }), 2, chunks);
+        expect(kernel.pages).toBe(src.kernel.pages);
+      }
+      // A failed save: discard closes without finishing; nothing written after it.
+      const failing = new FileSink(join(dir, "failed.img"));
+      await failing.write([new Uint8Array(12 * 2 ** 20)]);
+      await failing.discard();
+      expect(() => failing.write([new Uint8Array(8)])).toThrow(/already closed/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
