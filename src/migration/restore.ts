@@ -289,8 +289,7 @@ export class Restorer {
           }
         }
       } else {
-        const f = mem.frameForWrite(mfn);
-        new Uint8Array(f.buffer, f.byteOffset, PAGE_SIZE).set(page);
+        mem.writeFrame(mfn, page);
       }
       this.pagesReceived++;
     }

@@ -80,8 +80,10 @@ export class PhysicalMemory {
    */
   readonly slabShift: number;
   readonly slabMask: number;
-  /** Per slot, a view of its frame (slot 0: ZERO_FRAME). */
-  private readonly views: Uint32Array[] = [ZERO_FRAME];
+  /** Per slot, a view of its frame once `frame()` was asked for it (slot 0: ZERO_FRAME). */
+  private readonly views: (Uint32Array | undefined)[] = [ZERO_FRAME];
+  /** Per slab, a byte view of it (for `writeFrame`). */
+  private readonly slabBytes: Uint8Array[] = [];
   /** Slots handed out so far (slot 0 is reserved: the slab's first frame stays zero). */
   private nextSlot = 1;
   /** Zeroed slots to reuse. */
@@ -121,7 +123,9 @@ export class PhysicalMemory {
     this.chunkResident = new Uint16Array(Math.ceil(this.frameCount / CHUNK_FRAMES));
     this.source = opts.source;
     this.looked = opts.source === undefined ? null : new Uint8Array(this.frameCount);
-    this.slabs.push(new Uint32Array((PAGE_SIZE << shift) >>> 2));
+    const slab0 = new Uint32Array((PAGE_SIZE << shift) >>> 2);
+    this.slabs.push(slab0);
+    this.slabBytes.push(new Uint8Array(slab0.buffer));
   }
 
   /** Frames whose contents are held in memory (written, or loaded from the source). */
@@ -135,7 +139,7 @@ export class PhysicalMemory {
    */
   frame(pfn: number): Uint32Array {
     const s = this.slotOf[pfn];
-    if (s > 0) return this.views[s];
+    if (s > 0) return this.views[s] ?? this.viewOf(s);
     return this.frameMiss(pfn);
   }
 
@@ -161,7 +165,7 @@ export class PhysicalMemory {
     if (looked === null || !(pfn >= 0 && pfn < this.frameCount) || looked[pfn] !== 0) return ZERO_FRAME;
     looked[pfn] = 1;
     const s = this.newSlot();
-    const f = this.views[s];
+    const f = this.viewOf(s);
     if (this.source!.load(pfn, f)) {
       this.place(pfn, s);
       return f;
@@ -196,7 +200,36 @@ export class PhysicalMemory {
         this.place(pfn, s);
       }
     }
-    return this.views[s];
+    return this.views[s] ?? this.viewOf(s);
+  }
+
+  /**
+   * Write frame `pfn` whole from `bytes` (4096 of them), allocating it if needed: what
+   * `frameForWrite(pfn)` then a copy would do, without making a view of the frame (a restore
+   * writes a million frames it never reads back).
+   */
+  writeFrame(pfn: number, bytes: Uint8Array): void {
+    if (bytes.length !== PAGE_SIZE)
+      throw new RangeError(`a frame is ${PAGE_SIZE} bytes, not ${bytes.length}`);
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.frameCount) this.frameForWrite(pfn); // throws
+    if (this.written !== null && this.written[pfn] === 0) this.noteWrite(pfn);
+    let s = this.slotOf[pfn];
+    if (s === 0) {
+      if (this.looked !== null) this.looked[pfn] = 1; // the contents written replace the source's
+      s = this.newSlot();
+      this.place(pfn, s);
+    }
+    this.slabBytes[s >>> this.slabShift].set(bytes, (s & this.slabMask) * PAGE_SIZE);
+  }
+
+  private viewOf(s: number): Uint32Array {
+    const v = new Uint32Array(
+      this.slabs[s >>> this.slabShift].buffer,
+      (s & this.slabMask) * PAGE_SIZE,
+      WORDS_PER_FRAME,
+    );
+    this.views[s] = v;
+    return v;
   }
 
   /**
@@ -210,9 +243,12 @@ export class PhysicalMemory {
     if (reused !== undefined) return reused;
     const s = this.nextSlot++;
     const si = s >>> this.slabShift;
-    if (si === this.slabs.length) this.slabs.push(new Uint32Array((PAGE_SIZE << this.slabShift) >>> 2));
-    const slab = this.slabs[si];
-    this.views.push(new Uint32Array(slab.buffer, (s & this.slabMask) * PAGE_SIZE, WORDS_PER_FRAME));
+    if (si === this.slabs.length) {
+      const slab = new Uint32Array((PAGE_SIZE << this.slabShift) >>> 2);
+      this.slabs.push(slab);
+      this.slabBytes.push(new Uint8Array(slab.buffer));
+    }
+    this.views.push(undefined); // made when first asked for (`viewOf`)
     return s;
   }
 
@@ -273,7 +309,8 @@ export class PhysicalMemory {
       this.slotOf[pfn] = 0; // with a source, `looked` stays set: the frame is now a hole
       this.chunkResident[pfn >>> CHUNK_SHIFT]--;
       this.allocated--;
-      this.views[s].fill(0);
+      const off = (s & this.slabMask) << 10;
+      this.slabs[s >>> this.slabShift].fill(0, off, off + WORDS_PER_FRAME);
       this.spare.push(s);
     }
   }

@@ -85,6 +85,9 @@ describe("physical memory", () => {
     expect(mem.read32(0x2000)).toBe(0);
     expect(loads).toEqual([2, 3]);
     expect(mem.read32(2 ** 24)).toBe(0); // beyond the source: unbacked
+    mem.writeFrame(4, new Uint8Array(4096).fill(9)); // written whole: never loaded
+    expect(mem.read32(0x4000)).toBe(0x09090909);
+    expect(loads).toEqual([2, 3]);
   });
 
   it("a walk writes accessed and dirty flags only where they are not yet set, as the processor does", () => {
@@ -105,5 +108,21 @@ describe("physical memory", () => {
     expect(mem.takeWritten()).toEqual([]);
     const leaf = mem.frame(l1)[0];
     expect(leaf & (LO_A | LO_D)).toBe(LO_A | LO_D);
+  });
+
+  it("writes a whole frame from bytes, as frameForWrite and a copy would", () => {
+    const mem = new PhysicalMemory({ sizeBytes: 2 ** 24 });
+    mem.trackWrites(true);
+    const bytes = new Uint8Array(4096).map((_, i) => i & 0xff);
+    mem.writeFrame(7, bytes);
+    expect(mem.framesTouched).toBe(1);
+    expect(mem.takeWritten()).toEqual([7]);
+    expect(mem.readBytes(7 * 4096, 4096)).toEqual(bytes);
+    mem.writeFrame(7, new Uint8Array(4096).fill(1)); // written again in place
+    expect(mem.read32(7 * 4096 + 4092)).toBe(0x01010101);
+    expect(mem.framesTouched).toBe(1);
+    expect(() => mem.writeFrame(2 ** 12, bytes)).toThrow(/outside physical memory/);
+    expect(() => mem.writeFrame(1, new Uint8Array(8))).toThrow(/4096 bytes/);
+    expect(mem.framesTouched).toBe(1);
   });
 });
