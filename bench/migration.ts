@@ -4,7 +4,9 @@
  * clean heap):
  *
  *  save_bytes_per_s     non-live save of a 4 GiB guest with all its memory in use, to a file
- *  restore_bytes_per_s  restore of that file onto a fresh host, including the guest's resume
+ *                       (`FileSink`: direct I/O where the file system allows it)
+ *  restore_bytes_per_s  restore of that file onto a fresh host (`FileChunks`, direct reads),
+ *                       including the guest's resume
  *  migrate_bytes_per_s  live migration of a 4 GiB guest (all memory in use, idle) to a receiver
  *                       process over loopback TCP: stream bytes / total time
  *  migrate_downtime_ms  the same with the guest dirtying 50 MB/s (a 256 MiB working set) while
@@ -13,9 +15,8 @@
  *                       what this machine gives a process bringing memory into being: one store
  *                       into each of 4 GiB of frames never written (`PhysicalMemory.frameForWrite`,
  *                       the restore's own allocation path), in a fresh process. A restore must
- *                       bring the whole guest into being and a save's file fills fresh page cache,
- *                       so this is their ceiling here (a VM whose first touch of a page faults on
- *                       the host too)
+ *                       bring the whole guest into being, so this is its ceiling here (a VM whose
+ *                       first touch of a page faults on the host too)
  *
  * "All memory in use": after the boot, every pfn the guest's allocator has free is taken and
  * its frame filled with a pfn-dependent pattern (data pages), so every page travels with data.
