@@ -171,6 +171,7 @@ export function registerMigrate(
       try {
         sink = new FileSink(tmp);
       } catch (e) {
+        rmSync(tmp, { force: true });
         throw new UsageError(`cannot write '${tmp}': ${(e as NodeJS.ErrnoException).code ?? e}`);
       }
       const hash = guestMemoryHash(kernel);

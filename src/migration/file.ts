@@ -201,21 +201,22 @@ export interface ReusingSource {
 
 export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
   readonly reusesBuffers = true;
-  /** Bytes in the file when it was opened. */
+  /** Bytes in the file when it was opened (0 for a pipe or device: not known). */
   readonly size: number;
+  /** A regular file: read at explicit offsets, directly where allowed. Else read in sequence. */
+  private readonly regular: boolean;
 
-  /** Throws Node's error (ENOENT, EISDIR, …) if `path` is not a readable file. */
+  /** Throws Node's error (ENOENT, EACCES, …), or one with code EISDIR for a directory. */
   constructor(
     readonly path: string,
     private readonly chunkBytes = 16 * 2 ** 20,
   ) {
     const st = statSync(path);
-    if (!st.isFile()) {
-      throw Object.assign(new Error(`'${path}' is not a file`), {
-        code: st.isDirectory() ? "EISDIR" : "EINVAL",
-      });
+    if (st.isDirectory()) {
+      throw Object.assign(new Error(`'${path}' is a directory, not an image`), { code: "EISDIR" });
     }
-    this.size = st.size;
+    this.regular = st.isFile();
+    this.size = this.regular ? st.size : 0;
   }
 
   /** The last iteration read with direct I/O (chunk sizes that are whole blocks, where allowed). */
@@ -228,7 +229,7 @@ export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
     let fd = -1;
     const bufs: Uint8Array[] = [];
-    if (this.chunkBytes % BLOCK === 0 && constants.O_DIRECT !== undefined) {
+    if (this.regular && this.chunkBytes % BLOCK === 0 && constants.O_DIRECT !== undefined) {
       // Direct reads, like the sink's writes: the image does not pass through the page cache.
       try {
         fd = openSync(this.path, constants.O_RDONLY | constants.O_DIRECT);
@@ -257,7 +258,7 @@ export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
       while (n < b.length) {
         let k: number;
         try {
-          k = await readAt(fd, b, n, pos + n);
+          k = await readAt(fd, b, n, this.regular ? pos + n : null);
         } catch (e) {
           // A direct read refused mid-file (a short read left it unaligned): go on buffered.
           if (!this.direct || (e as NodeJS.ErrnoException).code !== "EINVAL") throw e;
@@ -290,8 +291,8 @@ export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
   }
 }
 
-/** `read(2)` at `pos` into `b` from `at`, on the thread pool. */
-function readAt(fd: number, b: Uint8Array, at: number, pos: number): Promise<number> {
+/** `read(2)` at `pos` (null: where the file is) into `b` from `at`, on the thread pool. */
+function readAt(fd: number, b: Uint8Array, at: number, pos: number | null): Promise<number> {
   return new Promise((resolve, reject) =>
     readCb(fd, b, at, b.length - at, pos, (err, n) => (err ? reject(err) : resolve(n))),
   );

@@ -91,7 +91,7 @@ describe("restoring from a file", () => {
       while (run!.next()) {}
       expect(dst.audit().problems).toEqual([]);
       expect(guestMemoryHash(kernel)).toBe(guestMemoryHash(ref.kernel));
-      expect(() => new FileChunks(dir)).toThrow(/not a file/);
+      expect(() => new FileChunks(dir)).toThrow(/is a directory/);
       expect(() => new FileChunks(join(dir, "missing"))).toThrow(/ENOENT/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
