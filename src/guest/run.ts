@@ -71,6 +71,11 @@ export function runWorkload(o: RunOptions): RunReport {
   const t0 = performance.now();
   const { h, kernel: k, boot } = bootOnHost(o);
   runWorkloadOn(k, o.workload, { seed: o.seed, iterations: o.iterations, mapped: o.mapped, frontend: 2 });
+  return finalReport(h, k, o, boot, t0);
+}
+
+/** A finished run's report: costs since `t0`, the memory hash, the suspend-visit cost. */
+function finalReport(h: Host, k: Kernel, o: RunOptions, boot: RunReport["boot"], t0: number): RunReport {
   k.hc.flush();
   const r = report(h, k, o, boot, performance.now() - t0);
   r.memoryHash = guestMemoryHash(k);
@@ -99,12 +104,7 @@ export async function runWorkloadStepped(
   await onStep(k, run);
   while (run.next()) await onStep(k, run);
   await onStep(k, run);
-  k.hc.flush();
-  const r = report(h, k, o, boot, performance.now() - t0);
-  r.memoryHash = guestMemoryHash(k);
-  const n = o.visitSpaces ?? 1000;
-  if (n > 0) r.suspendVisit = measureRootVisit(k, n);
-  return r;
+  return finalReport(h, k, o, boot, t0);
 }
 
 /** The cost report of a kernel's run so far. */

@@ -158,24 +158,18 @@ export function hostRoots(h: Host): RootView[] {
   const out: RootView[] = [];
   for (const d of [...h.domains.values()].sort((a, b) => a.domid - b.domid)) {
     for (const v of d.vcpus) {
-      if (v.guestTable) {
+      for (const [mode, mfn] of [
+        ["kernel", v.guestTable],
+        ["user", v.guestTableUser],
+      ] as const) {
+        if (!mfn) continue;
         out.push({
-          label: `d${d.domid} vCPU ${v.id} kernel (0x${v.guestTable.toString(16)})`,
-          mfn: v.guestTable,
+          label: `d${d.domid} vCPU ${v.id} ${mode} (0x${mfn.toString(16)})`,
+          mfn,
           levels: 4,
           domid: d.domid,
           vcpu: v.id,
-          mode: "kernel",
-        });
-      }
-      if (v.guestTableUser) {
-        out.push({
-          label: `d${d.domid} vCPU ${v.id} user (0x${v.guestTableUser.toString(16)})`,
-          mfn: v.guestTableUser,
-          levels: 4,
-          domid: d.domid,
-          vcpu: v.id,
-          mode: "user",
+          mode,
         });
       }
     }

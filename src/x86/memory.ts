@@ -68,9 +68,9 @@ export class PhysicalMemory {
   readonly frameCount: number;
   /**
    * Per frame, its storage slot; 0 = never written (or, with a source, not loaded yet or a
-   * hole): reads as zeros. For the page walk's hot path; everything else uses `frame()`.
+   * hole): reads as zeros. The page walk asks `slot()`; everything else uses `frame()`.
    */
-  readonly slotOf: Uint32Array;
+  private readonly slotOf: Uint32Array;
   /** Storage: slot `s` is words `(s & slabMask) << 10` onward of `slabs[s >>> slabShift]`. */
   readonly slabs: Uint32Array[] = [];
   /**
@@ -144,18 +144,12 @@ export class PhysicalMemory {
   }
 
   /**
-   * The frame an entry's address field points to, read-only.
+   * Frame `pfn`'s slot, for the page walk: 0 when it reads as zeros (never written, a hole in
+   * the source, or beyond memory); with a source, a frame is loaded the first time.
    */
-  frameOfEntry(lo: number, hi: number): Uint32Array {
-    return this.frame((hi & 0xfffff) * 0x10_0000 + (lo >>> 12));
-  }
-
-  /**
-   * Frame `pfn`'s slot for a reader that found 0 in `slotOf` (or `pfn` outside it): loads the
-   * frame from the source the first time; 0 when it reads as zeros. For the page walk.
-   */
-  slotMiss(pfn: number): number {
-    if (this.source === undefined || !(pfn >= 0 && pfn < this.frameCount)) return 0;
+  slot(pfn: number): number {
+    const s = pfn < this.frameCount ? this.slotOf[pfn] : 0;
+    if (s !== 0 || this.looked === null || !(pfn >= 0 && pfn < this.frameCount)) return s;
     this.frameMiss(pfn);
     return this.slotOf[pfn];
   }

@@ -278,15 +278,12 @@ export class PageWalker {
    */
   private walk4(m: PagingMode, hi: number, lo: number, access: number): boolean {
     const mem = this.mem;
-    const slotOf = mem.slotOf;
     const slabs = mem.slabs;
     const shift = mem.slabShift;
     const mask = mem.slabMask;
-    const frames = mem.frameCount;
     const rsvdHi = this.rsvdHi | (m.nxe ? 0 : HI_NX);
     let pfn = m.rootFrame;
-    let s = pfn < frames ? slotOf[pfn] : 0;
-    if (s === 0) s = mem.slotMiss(pfn);
+    let s = mem.slot(pfn);
     let t = slabs[s >>> shift];
     let w = ((s & mask) << 10) | (((hi >>> 7) & 511) << 1);
     let elo = t[w];
@@ -294,9 +291,8 @@ export class PageWalker {
     if ((elo & (LO_P | LO_PS)) !== LO_P || (ehi & rsvdHi) !== 0) return this.walkAny(m, hi, lo, access);
     let rights = elo;
     let nx = ehi;
-    pfn = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
-    s = pfn < frames ? slotOf[pfn] : 0;
-    if (s === 0) s = mem.slotMiss(pfn);
+    pfn = entryFrame(elo, ehi);
+    s = mem.slot(pfn);
     t = slabs[s >>> shift];
     w = ((s & mask) << 10) | ((((hi & 0x7f) << 2) | (lo >>> 30)) << 1);
     elo = t[w];
@@ -304,9 +300,8 @@ export class PageWalker {
     if ((elo & (LO_P | LO_PS)) !== LO_P || (ehi & rsvdHi) !== 0) return this.walkAny(m, hi, lo, access);
     rights &= elo;
     nx |= ehi;
-    pfn = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
-    s = pfn < frames ? slotOf[pfn] : 0;
-    if (s === 0) s = mem.slotMiss(pfn);
+    pfn = entryFrame(elo, ehi);
+    s = mem.slot(pfn);
     t = slabs[s >>> shift];
     w = ((s & mask) << 10) | (((lo >>> 21) & 511) << 1);
     elo = t[w];
@@ -314,9 +309,8 @@ export class PageWalker {
     if ((elo & (LO_P | LO_PS)) !== LO_P || (ehi & rsvdHi) !== 0) return this.walkAny(m, hi, lo, access);
     rights &= elo;
     nx |= ehi;
-    pfn = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
-    s = pfn < frames ? slotOf[pfn] : 0;
-    if (s === 0) s = mem.slotMiss(pfn);
+    pfn = entryFrame(elo, ehi);
+    s = mem.slot(pfn);
     t = slabs[s >>> shift];
     w = ((s & mask) << 10) | (((lo >>> 12) & 511) << 1);
     elo = t[w];
@@ -339,11 +333,9 @@ export class PageWalker {
       return false;
     }
     const mem = this.mem;
-    const slotOf = mem.slotOf;
     const slabs = mem.slabs;
     const shift = mem.slabShift;
     const mask = mem.slabMask;
-    const frames = mem.frameCount;
     const rsvdHi = this.rsvdHi | (m.nxe ? 0 : HI_NX);
     const probe = (access & ACC_PROBE) !== 0;
     let level: number = m.levels;
@@ -354,8 +346,7 @@ export class PageWalker {
     let elo = 0;
     let ehi = 0;
     for (;;) {
-      let s = pfn < frames ? slotOf[pfn] : 0;
-      if (s === 0) s = mem.slotMiss(pfn);
+      const s = mem.slot(pfn);
       const idx =
         level === 1
           ? (lo >>> 12) & 511
@@ -400,7 +391,7 @@ export class PageWalker {
         this.paddr = this.pageBase + (lo & 0x1fffff);
         break;
       }
-      pfn = (ehi & HI_ADDR_MASK) * 0x10_0000 + (elo >>> 12);
+      pfn = entryFrame(elo, ehi);
       level--;
     }
     this.depth = n;

@@ -4,13 +4,13 @@
  * half-built domain, freeing every frame.
  */
 
-import type net from "node:net";
 import { describe, expect, it } from "vitest";
 import { bootOnHost, type RunOptions } from "../../src/guest/run.js";
 import { WorkloadRun } from "../../src/guest/workloads.js";
 import { guestMemoryHash } from "../../src/migration/guest.js";
-import { listen, migrateTo } from "../../src/migration/tcp.js";
+import { migrateTo } from "../../src/migration/tcp.js";
 import { Host } from "../../src/xen/host.js";
+import { watchedReceiver } from "../helpers/receiver.js";
 
 const opts: RunOptions = {
   strategy: "netbsd",
@@ -30,24 +30,8 @@ function start() {
 
 /** One migration attempt with the connection cut after `cut` bytes (Infinity: no cut). */
 async function attempt(cut: number) {
-  let receiver: Host | undefined;
-  const failures: Error[] = [];
-  let arrived = false;
-  const server = await listen(
-    { host: "127.0.0.1", port: 0 },
-    {
-      makeHost: () => {
-        receiver = new Host({ memoryMiB: 160 });
-        return receiver;
-      },
-      onFailure: (e) => failures.push(e),
-      onArrival: () => {
-        arrived = true;
-      },
-      warm: false, // twelve receivers: their downtime is not what this test measures
-    },
-  );
-  const port = (server.address() as net.AddressInfo).port;
+  // Twelve receivers: their downtime is not what this test measures, so no warm-up.
+  const rx = await watchedReceiver(160, { warm: false });
   const src = start();
   let error: Error | undefined;
   let bytes = 0;
@@ -56,7 +40,7 @@ async function attempt(cut: number) {
       src.h,
       src.kernel,
       src.run,
-      { host: "127.0.0.1", port },
+      { host: "127.0.0.1", port: rx.port },
       { cutAfter: cut, stepsPerBatch: 1 },
     );
     bytes = r.bytes;
@@ -64,10 +48,8 @@ async function attempt(cut: number) {
     error = e as Error;
   }
   // Let the receiver notice the close (a loaded machine may take a while).
-  for (let i = 0; i < 1000 && !arrived && failures.length === 0; i++)
-    await new Promise((r) => setTimeout(r, 10));
-  server.close();
-  return { src, error, bytes, receiver: receiver!, failures, arrived };
+  await rx.settle(10_000);
+  return { src, error, bytes, receiver: rx.receiver!, failures: rx.failures, arrived: rx.arrived };
 }
 
 describe("a migration cut at any point loses nothing", () => {

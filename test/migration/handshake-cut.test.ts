@@ -6,14 +6,14 @@
  * the source's, which finishes its workload with the memory of a run that never migrated.
  */
 
-import type net from "node:net";
 import { describe, expect, it } from "vitest";
 import { RwLock } from "../../src/guest/mfnlock.js";
 import { bootOnHost, type RunOptions } from "../../src/guest/run.js";
 import { WorkloadRun } from "../../src/guest/workloads.js";
 import { guestMemoryHash } from "../../src/migration/guest.js";
-import { listen, migrateTo } from "../../src/migration/tcp.js";
+import { migrateTo } from "../../src/migration/tcp.js";
 import { Host } from "../../src/xen/host.js";
+import { watchedReceiver } from "../helpers/receiver.js";
 
 const RECEIVER_MIB = 160;
 
@@ -54,25 +54,7 @@ describe("the source closes the connection after READY, before GO", () => {
       const want = reference(opts);
       const fresh = new Host({ memoryMiB: RECEIVER_MIB }).freeFrames();
 
-      let receiver: Host | undefined;
-      const failures: Error[] = [];
-      let arrived = false;
-      const server = await listen(
-        { host: "127.0.0.1", port: 0 },
-        {
-          makeHost: () => {
-            receiver = new Host({ memoryMiB: RECEIVER_MIB });
-            return receiver;
-          },
-          domid: 7,
-          once: true,
-          onFailure: (e) => failures.push(e),
-          onArrival: () => {
-            arrived = true;
-          },
-        },
-      );
-      const port = (server.address() as net.AddressInfo).port;
+      const rx = await watchedReceiver(RECEIVER_MIB, { domid: 7, once: true });
 
       const src = start(opts);
       src.run.next();
@@ -84,7 +66,7 @@ describe("the source closes the connection after READY, before GO", () => {
         src.h,
         src.kernel,
         src.run,
-        { host: "127.0.0.1", port },
+        { host: "127.0.0.1", port: rx.port },
         {
           stepsPerBatch: 1,
           lock,
@@ -92,12 +74,12 @@ describe("the source closes the connection after READY, before GO", () => {
             streamBytes = b;
           },
           cutBeforeGo: () => {
-            const d = receiver!.domain(7)!;
+            const d = rx.receiver!.domain(7)!;
             atReady = {
-              domains: receiver!.domains.size,
+              domains: rx.receiver!.domains.size,
               suspended: d.suspended,
               pages: d.pages.size,
-              free: receiver!.freeFrames(),
+              free: rx.receiver!.freeFrames(),
             };
             return true;
           },
@@ -106,8 +88,7 @@ describe("the source closes the connection after READY, before GO", () => {
       await expect(migration).rejects.toThrow(
         "connection closed after READY, before GO: the migration is abandoned, the guest runs on here",
       );
-      for (let i = 0; i < 200 && failures.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
-      server.close();
+      await rx.settle(2000);
 
       // READY meant it: the whole stream had arrived and the domain was built, paused, holding memory.
       expect(streamBytes).toBeGreaterThan(64 * 2 ** 20);
@@ -118,11 +99,11 @@ describe("the source closes the connection after READY, before GO", () => {
       expect(atReady!.free).toBeLessThan(fresh - atReady!.pages + 1);
 
       // The receiver: a clear error, the guest never resumed, the domain gone, every frame free.
-      expect(failures.map((e) => e.message)).toEqual(["connection closed before GO: domain discarded"]);
-      expect(arrived).toBe(false);
-      expect(receiver!.domains.size).toBe(0);
-      expect(receiver!.audit().problems).toEqual([]);
-      expect(receiver!.freeFrames()).toBe(fresh);
+      expect(rx.failures.map((e) => e.message)).toEqual(["connection closed before GO: domain discarded"]);
+      expect(rx.arrived).toBe(false);
+      expect(rx.receiver!.domains.size).toBe(0);
+      expect(rx.receiver!.audit().problems).toEqual([]);
+      expect(rx.receiver!.freeFrames()).toBe(fresh);
 
       // The source: its domain was suspended for the final round and is running again, log-dirty
       // off, the MFN lock given back; the workload finishes with the memory of a run that never moved.

@@ -121,6 +121,7 @@ describe("saving to a file", () => {
         const chunks = new FileChunks(path, 64 * 1024);
         const { kernel } = await restoreGuest(new Host({ memoryMiB: 160 }), 2, chunks);
         expect(kernel.pages).toBe(src.kernel.pages);
+        if (direct) expect(chunks.direct).toBe(sink.direct); // one file system: both or neither
       }
       // A failed save: discard closes without finishing; nothing written after it.
       const failing = new FileSink(join(dir, "failed.img"));

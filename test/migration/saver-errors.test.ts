@@ -137,6 +137,30 @@ function roundSink() {
   };
 }
 
+/**
+ * A live save of `g` in two pre-copy passes, the workload taking a step per batch (`step`);
+ * `afterPass(round)` runs as each pass ends.
+ */
+async function saveTwoPasses(
+  g: ReturnType<typeof guest>,
+  afterPass: (round: number) => void,
+  step: () => void = () => {
+    g.run.next();
+  },
+) {
+  const { sink, ends, onRound } = roundSink();
+  const saved = await saveGuest(g.h, g.k, g.run, sink, {
+    live: true,
+    policy: twoPasses,
+    onBatch: step,
+    onRound: (r) => {
+      onRound(r);
+      afterPass(r.round);
+    },
+  });
+  return { saved, sink, ends };
+}
+
 interface Sent {
   round: number;
   type: number;
@@ -243,18 +267,9 @@ describe("E2BIG: a superpage in a page table", () => {
 describe("EAGAIN: an entry naming another domain's frame defers its table", () => {
   it("sent as XTAB while mapped, resent once unmapped and after the suspend; the restored guest is the source's", async () => {
     const g = guest();
-    const { h, k, run, l1Pfn, slot } = g;
-    const { sink, ends, onRound } = roundSink();
-    const saved = await saveGuest(h, k, run, sink, {
-      live: true,
-      policy: twoPasses,
-      onBatch: () => {
-        run.next();
-      },
-      onRound: (r) => {
-        onRound(r);
-        if (r.round === 1) g.act("unmap"); // between the first and the second pass
-      },
+    const { h, k, l1Pfn, slot } = g;
+    const { saved, sink, ends } = await saveTwoPasses(g, (round) => {
+      if (round === 1) g.act("unmap"); // between the first and the second pass
     });
     expect(ends.map((e) => [e.round, e.final])).toEqual([
       [1, false],
@@ -286,18 +301,9 @@ describe("EAGAIN: an entry naming another domain's frame defers its table", () =
 
   it("still mapped at the final pass: the page goes as XTAB again and the save completes without it, as Xen's does", async () => {
     const g = guest();
-    const { h, k, run, l1, l1Pfn, slot } = g;
-    const { sink, ends, onRound } = roundSink();
-    const saved = await saveGuest(h, k, run, sink, {
-      live: true,
-      policy: twoPasses,
-      onBatch: () => {
-        run.next();
-      },
-      onRound: (r) => {
-        onRound(r);
-        if (r.round === 1) g.act("touch"); // dirties the L1: pass 2 tries it again
-      },
+    const { h, k, l1, l1Pfn, slot } = g;
+    const { saved, sink, ends } = await saveTwoPasses(g, (round) => {
+      if (round === 1) g.act("touch"); // dirties the L1: pass 2 tries it again
     });
     // The suspend is not a controller pause (XEN_DOMINF_paused is the controller's count), so
     // after suspend_domain refreshes dominfo the normaliser still says EAGAIN: XTAB in every
@@ -383,24 +389,21 @@ describe("XEN_DOMINF_paused as the saver sees it: read at the start and after th
     const g = guest();
     const { h, k, run, l1Pfn, slot, base } = g;
     const d = h.domain(GUEST)!;
-    const { sink, ends, onRound } = roundSink();
-    const saved = await saveGuest(h, k, run, sink, {
-      live: true,
-      policy: twoPasses,
-      onBatch: () => {
-        if (d.pauseCount === 0) run.next();
-      },
-      onRound: (r) => {
-        onRound(r);
-        if (r.round === 1) {
+    const { saved, sink, ends } = await saveTwoPasses(
+      g,
+      (round) => {
+        if (round === 1) {
           g.act("touch"); // the L1 is dirty for pass 2 …
           expect(h.pauseDomain(GUEST)).toBe(0); // … and `xl pause` comes
-        } else if (r.round === 2) {
+        } else if (round === 2) {
           expect(h.pauseDomain(GUEST, false)).toBe(0); // `xl unpause`
           g.act("unmap");
         }
       },
-    });
+      () => {
+        if (d.pauseCount === 0) run.next();
+      },
+    );
     const { sent, sawEnd } = inspect(sink.concat(), ends, l1Pfn);
     expect(sawEnd).toBe(true);
     // Pass 2 ran with the domain paused, but ctx->dominfo was read before the save: EAGAIN.

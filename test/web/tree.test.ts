@@ -5,16 +5,16 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { synthLinuxImage } from "../../src/dump/synth.js";
 import { walkView } from "../../src/dump/views.js";
-import { bootOnHost } from "../../src/guest/run.js";
 import { ScenarioStepper } from "../../src/scenario/run.js";
 import { dumpFrameClasses, grantMappedFrames, hostFrameClasses } from "../../src/web/framemap.js";
 import { grantPtes, hostRoots, tableView, walkFrom } from "../../src/web/tree.js";
 import { PGT_NAMES } from "../../src/xen/abi.js";
 import type { Host } from "../../src/xen/host.js";
 import { CLASS_CODE, FRAME_CLASSES } from "../../web/protocol.js";
+import { bootedGuest, SCENARIOS } from "../helpers/fixtures.js";
 
-const ROOT = join(__dirname, "..", "..", "scenarios");
-const run = (file: string): Host => new ScenarioStepper(readFileSync(join(ROOT, file), "utf8")).finish().host;
+const run = (file: string): Host =>
+  new ScenarioStepper(readFileSync(join(SCENARIOS, file), "utf8")).finish().host;
 const src = (h: Host) => ({
   mem: h.mem,
   levels: 4 as const,
@@ -83,7 +83,7 @@ describe("tree building", () => {
 
   it("marks grant PTEs with the grant and the mapping's handle", () => {
     const s = new ScenarioStepper(
-      readFileSync(join(ROOT, "grants/b5-b6-map-ptes-and-references.jsonl"), "utf8"),
+      readFileSync(join(SCENARIOS, "grants/b5-b6-map-ptes-and-references.jsonl"), "utf8"),
     );
     let seen = 0;
     while (s.step()) {
@@ -101,13 +101,7 @@ describe("tree building", () => {
   });
 
   it("lists every vCPU's base pointers as roots, and a walk names each step's table", () => {
-    const { h, kernel } = bootOnHost({
-      strategy: "recursive",
-      pinning: "linux",
-      workload: "boot",
-      memoryBytes: 64 * 2 ** 20,
-      seed: 1,
-    });
+    const { h, kernel } = bootedGuest("recursive");
     const roots = hostRoots(h);
     expect(roots.map((r) => r.mode)).toContain("kernel");
     const root = roots.find((r) => r.mode === "kernel")!;

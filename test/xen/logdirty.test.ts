@@ -1,21 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { Process } from "../../src/guest/process.js";
-import { bootOnHost } from "../../src/guest/run.js";
 import {
   XEN_DOMCTL_SHADOW_OP_CLEAN,
   XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY,
   XEN_DOMCTL_SHADOW_OP_OFF,
   XEN_DOMCTL_SHADOW_OP_PEEK,
 } from "../../src/xen/logdirty.js";
+import { bootedGuest } from "../helpers/fixtures.js";
 
 function guest() {
-  return bootOnHost({
-    strategy: "direct-pfn",
-    pinning: "linux",
-    workload: "boot",
-    memoryBytes: 64 * 2 ** 20,
-    seed: 1,
-  });
+  return bootedGuest("direct-pfn");
 }
 
 describe("log-dirty mode (XEN_DOMCTL_shadow_op)", () => {

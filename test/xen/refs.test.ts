@@ -5,7 +5,7 @@
  * linear_pt_count (xen policy) and its uses as a table (split-count).
  */
 
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { PinningPolicy, StrategyName, WorkloadName } from "../../src/guest/report.js";
@@ -21,15 +21,7 @@ import {
   referencesTo,
   referenceTotals,
 } from "../../src/xen/refs.js";
-
-const ROOT = join(__dirname, "..", "..", "scenarios");
-
-function files(dir: string): string[] {
-  return readdirSync(dir)
-    .flatMap((n) => (statSync(join(dir, n)).isDirectory() ? files(join(dir, n)) : [join(dir, n)]))
-    .filter((f) => f.endsWith(".jsonl"))
-    .sort();
-}
+import { bootedGuest, SCENARIOS, scenarioFiles } from "../helpers/fixtures.js";
 
 /** Frames whose counts the references must explain, and the first that they do not (or undefined). */
 function unexplained(h: Host): string | undefined {
@@ -57,8 +49,8 @@ function unexplained(h: Host): string | undefined {
 }
 
 describe("reverse map on every scenario, line by line", () => {
-  for (const file of files(ROOT)) {
-    it(file.slice(ROOT.length + 1), () => {
+  for (const file of scenarioFiles()) {
+    it(file.slice(SCENARIOS.length + 1), () => {
       const s = new ScenarioStepper(readFileSync(file, "utf8"));
       let checked = 0;
       while (s.step()) {
@@ -101,13 +93,7 @@ describe("reverse map on real guests", () => {
   }
 
   it("lists the holders of a page-table frame by kind, and one frame's scan equals the map's", () => {
-    const { h, kernel } = bootOnHost({
-      strategy: "recursive",
-      pinning: "linux",
-      workload: "boot",
-      memoryBytes: 64 * 2 ** 20,
-      seed: 1,
-    });
+    const { h, kernel } = bootedGuest("recursive");
     const v = h.domain(kernel.domid)!.vcpus[0];
     const l4 = v.guestTable;
     const refs = referencesTo(h, l4);
@@ -128,7 +114,7 @@ describe("reverse map on real guests", () => {
 
   it("names the grant behind a grant PTE and the device mapping", () => {
     const s = new ScenarioStepper(
-      readFileSync(join(ROOT, "grants", "b5-b6-map-ptes-and-references.jsonl"), "utf8"),
+      readFileSync(join(SCENARIOS, "grants", "b5-b6-map-ptes-and-references.jsonl"), "utf8"),
     );
     let sawPte = false;
     while (s.step()) {
@@ -147,7 +133,7 @@ describe("reverse map on real guests", () => {
 
   it("follows a grant PTE that unmap_and_replace moved to another mapping's slot", () => {
     const s = new ScenarioStepper(
-      readFileSync(join(ROOT, "regressions", "unmap-and-replace-moves-grant-pte.jsonl"), "utf8"),
+      readFileSync(join(SCENARIOS, "regressions", "unmap-and-replace-moves-grant-pte.jsonl"), "utf8"),
     );
     while (s.step());
     const h = s.host;
@@ -160,13 +146,7 @@ describe("reverse map on real guests", () => {
   });
 
   it("does not explain a count the hypervisor got wrong", () => {
-    const { h, kernel } = bootOnHost({
-      strategy: "direct-pfn",
-      pinning: "linux",
-      workload: "boot",
-      memoryBytes: 64 * 2 ** 20,
-      seed: 1,
-    });
+    const { h, kernel } = bootedGuest("direct-pfn");
     const l4 = h.domain(kernel.domid)!.vcpus[0].guestTable;
     h.frames.count[l4]++;
     expect(unexplained(h)).toMatch(/count/);

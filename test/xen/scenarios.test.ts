@@ -1,23 +1,14 @@
 /** Every scenario under scenarios/ holds, and the auditor is clean after each. */
 
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { runScenario } from "../../src/scenario/run.js";
-
-const ROOT = join(__dirname, "..", "..", "scenarios");
-
-function files(dir: string): string[] {
-  return readdirSync(dir)
-    .flatMap((n) => (statSync(join(dir, n)).isDirectory() ? files(join(dir, n)) : [join(dir, n)]))
-    .filter((f) => f.endsWith(".jsonl"))
-    .sort();
-}
+import { SCENARIOS, scenarioFiles } from "../helpers/fixtures.js";
 
 describe("scenarios", () => {
-  const all = files(ROOT);
+  const all = scenarioFiles();
   it("covers every behaviour of reference section 10 and every linear policy", () => {
-    const names = all.map((f) => f.slice(ROOT.length + 1));
+    const names = all.map((f) => f.slice(SCENARIOS.length + 1));
     for (let b = 1; b <= 39; b++) {
       expect(
         names.some((n) => n.startsWith(`xen/${String(b).padStart(2, "0")}`)),
@@ -27,7 +18,7 @@ describe("scenarios", () => {
     for (const p of ["xen", "self-only", "split-count"]) expect(names).toContain(`linear/seed000-${p}.jsonl`);
   });
   for (const file of all) {
-    it(file.slice(ROOT.length + 1), () => {
+    it(file.slice(SCENARIOS.length + 1), () => {
       const r = runScenario(readFileSync(file, "utf8"));
       expect(r.failures).toEqual([]);
       expect(r.audit).toEqual({ ok: true, problems: [] });
