@@ -11,6 +11,10 @@
  *                       process over loopback TCP: stream bytes / total time
  *  migrate_downtime_ms  the same with the guest dirtying 50 MB/s (a 256 MiB working set) while
  *                       it is copied: suspend → the receiver's READY
+ *  image_read_bytes_per_s
+ *                       what this machine's disk gives a restore: the same file read through
+ *                       `FileChunks` (direct reads) in a fresh process, nothing done with the bytes.
+ *                       A restore cannot read faster, so this is its other ceiling here
  *  fresh_memory_bytes_per_s
  *                       what this machine gives a process bringing memory into being: one store
  *                       into each of 4 GiB of frames never written (`PhysicalMemory.frameForWrite`,
@@ -22,7 +26,7 @@
  * its frame filled with a pfn-dependent pattern (data pages), so every page travels with data.
  *
  * Alone: `node dist/bench/migration.js` prints the figures and a JSON line; a part:
- * `node dist/bench/migration.js save FILE | restore FILE | migrate | downtime | fresh`.
+ * `node dist/bench/migration.js save FILE | restore FILE | read FILE | migrate | downtime | fresh`.
  */
 
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -133,6 +137,16 @@ async function partRestore(file: string) {
   const bad = badPages(out.kernel, null, 4096);
   if (bad) throw new Error(`restore: ${bad} sampled data pages differ from what was saved`);
   return { bytes: size, s, pages: out.restore.pagesReceived };
+}
+
+async function partRead(file: string) {
+  const chunks = new FileChunks(file);
+  const t0 = performance.now();
+  let bytes = 0;
+  for await (const c of chunks) bytes += c.length;
+  const s = (performance.now() - t0) / 1000;
+  if (bytes !== chunks.size) throw new Error(`read: ${bytes} of ${chunks.size} bytes`);
+  return { bytes, s, direct: chunks.direct };
 }
 
 /** The receiver process (it exits once a guest has arrived, or a migration failed). */
@@ -261,6 +275,9 @@ export function benchMigration(): MigrationBench {
     const r = child<Awaited<ReturnType<typeof partRestore>>>("restore", file);
     notes.restore_bytes_per_s = `(restore: ${r.pages} pages in ${r.s.toFixed(2)} s, with the guest's resume)`;
     figures.restore_bytes_per_s = r.bytes / r.s;
+    const rd = child<Awaited<ReturnType<typeof partRead>>>("read", file);
+    figures.image_read_bytes_per_s = rd.bytes / rd.s;
+    notes.image_read_bytes_per_s = `(the same ${(rd.bytes / MiB).toFixed(0)} MiB file only read, ${rd.direct ? "direct" : "buffered"}, in ${rd.s.toFixed(2)} s: the disk's ceiling for a restore on this machine)`;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -283,6 +300,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const print = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
   if (part === "save") print(await partSave(arg));
   else if (part === "restore") print(await partRestore(arg));
+  else if (part === "read") print(await partRead(arg));
   else if (part === "migrate") print(await partMigrate(MIGRATE_BYTES, 0));
   else if (part === "downtime") print(await partMigrate(GUEST_BYTES, DIRTY_BYTES_PER_S));
   else if (part === "fresh") print(partFresh());
@@ -296,7 +314,9 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     process.stdout.write(`(${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
     print(Object.fromEntries(Object.entries(b.figures).map(([k, v]) => [k, Number(v.toPrecision(4))])));
   } else {
-    process.stderr.write(`unknown part '${part}' (save FILE, restore FILE, migrate, downtime, fresh)\n`);
+    process.stderr.write(
+      `unknown part '${part}' (save FILE, restore FILE, read FILE, migrate, downtime, fresh)\n`,
+    );
     process.exitCode = 2;
   }
 }
