@@ -5,11 +5,23 @@
 import { type Command, Option } from "commander";
 import { ImageError, type ImageFormat, MemoryImage } from "../dump/image.js";
 import { synthLinuxImage, writeElfImage, writeRawImage } from "../dump/synth.js";
-import { formatWalk, infoMem, infoTlb, memRanges, tlbLines, walkView } from "../dump/views.js";
+import {
+  formatGva2Gpa,
+  formatWalk,
+  gva2gpa,
+  infoMem,
+  infoTlb,
+  memRanges,
+  tlbLines,
+  walkView,
+} from "../dump/views.js";
 import { isCanonical, parseAddress, vaFromBigInt } from "../x86/address.js";
 import type { PhysicalMemory } from "../x86/memory.js";
 import { PAGE_SIZE } from "../x86/pte.js";
 import { UsageError } from "./errors.js";
+
+/** Translations one `dump gva2gpa` gives at most. */
+const MAX_PAGES = 1 << 20;
 
 type View<T> = (mem: PhysicalMemory, rootFrame: number, levels: 4 | 5) => T;
 
@@ -129,6 +141,37 @@ export function registerDump(program: Command, out: (s: string) => void): void {
         }
       },
     );
+
+  imageOptions(dump.command("gva2gpa"))
+    .description("linear addresses to physical ones, as QEMU's `gva2gpa` (many at once)")
+    .argument("<va...>", "linear addresses (hex)")
+    .option("--pages <n>", `from each address, this many consecutive pages (1 to ${MAX_PAGES})`, "1")
+    .action((vaTexts: string[], o: ImageOpts & { pages: string }) => {
+      const pages = Number(o.pages);
+      if (!/^[0-9]+$/.test(o.pages.trim()) || pages < 1 || pages > MAX_PAGES) {
+        throw new UsageError(`--pages must be a whole number from 1 to ${MAX_PAGES}, got '${o.pages}'`);
+      }
+      const starts = vaTexts.map((t) => parseAddress(t, "linear address"));
+      if (starts.length * pages > MAX_PAGES) {
+        throw new UsageError(
+          `${starts.length} addresses of ${pages} pages are over ${MAX_PAGES} translations`,
+        );
+      }
+      const vas: bigint[] = [];
+      for (const va of starts) {
+        for (let p = 0; p < pages; p++) vas.push(BigInt.asUintN(64, va + BigInt(p * PAGE_SIZE)));
+      }
+      const { img, rootFrame, levels } = openWithRoot(o);
+      try {
+        const rows = gva2gpa(img.memory(), rootFrame, levels, vas);
+        if (o.json) {
+          const body = { image: o.image, format: img.format, cr3: o.cr3, levels, translations: rows };
+          out(`${JSON.stringify(body, null, 1)}\n`);
+        } else out(formatGva2Gpa(rows));
+      } finally {
+        img.close();
+      }
+    });
 
   dump
     .command("synth")

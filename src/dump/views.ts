@@ -14,6 +14,9 @@
  *  - `walkView`: one address's walk step by step, through the model's own
  *    `PageWalker` (the same code the CPU model translates with), as a
  *    debugger probe: no accessed/dirty updates.
+ *  - `gva2gpa`: QEMU's monitor command of that name for many addresses at once:
+ *    each one's physical address or `Unmapped`, through `BatchWalker` (the
+ *    same translation, walks overlapped), as a supervisor read probe.
  */
 
 import { type PagingLevels, vaFromBigInt } from "../x86/address.js";
@@ -37,6 +40,7 @@ import {
   PF_U,
   PF_W,
 } from "../x86/walk.js";
+import { BatchWalker, WalkResults } from "../x86/walk-many.js";
 
 /** QEMU's address mask for table pointers and 4 KiB pages (bits 49:12), high half. */
 const QEMU_HI_MASK = 0x3ffff;
@@ -327,4 +331,51 @@ export function formatWalk(r: WalkReport): string {
     );
   }
   return `${lines.join("\n")}\n`;
+}
+
+/** One address's translation: `gpa` null when QEMU would say `Unmapped`. */
+export interface Gva2Gpa {
+  /** The linear address, `%016x`. */
+  va: string;
+  /** The physical address, `0x%x`, or null. */
+  gpa: string | null;
+}
+
+/**
+ * Translate each linear address as QEMU's `gva2gpa` does (a debug translation: any present
+ * mapping, rights not checked, reserved bits and non-canonical addresses unmapped).
+ */
+export function gva2gpa(
+  mem: PhysicalMemory,
+  rootFrame: number,
+  levels: PagingLevels,
+  vas: readonly bigint[],
+): Gva2Gpa[] {
+  const n = vas.length;
+  const his = new Uint32Array(n);
+  const los = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    const { hi, lo } = vaFromBigInt(vas[i]);
+    his[i] = hi;
+    los[i] = lo;
+  }
+  const m = new PagingMode();
+  m.rootFrame = rootFrame;
+  m.levels = levels;
+  const out = new WalkResults(n);
+  // A supervisor read, SMAP and protection keys off: no leaf's rights refuse it.
+  new BatchWalker(mem).walk(m, his, los, ACC_PROBE, out);
+  const res: Gva2Gpa[] = [];
+  for (let i = 0; i < n; i++) {
+    res.push({
+      va: BigInt.asUintN(64, vas[i]).toString(16).padStart(16, "0"),
+      gpa: out.fault[i] === 0 ? `0x${out.paddr[i].toString(16)}` : null,
+    });
+  }
+  return res;
+}
+
+/** `gva2gpa`'s text: per address, its `%016x` and QEMU's line (`gpa: 0x…` or `Unmapped`). */
+export function formatGva2Gpa(rows: readonly Gva2Gpa[]): string {
+  return rows.map((r) => `${r.va} ${r.gpa === null ? "Unmapped" : `gpa: ${r.gpa}`}\n`).join("");
 }

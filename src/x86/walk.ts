@@ -3,6 +3,8 @@
  *
  * One implementation serves the CPU model (through its TLB), the dump
  * tools' `walk` view, and anything else that translates: `PageWalker.walk`.
+ * `BatchWalker` (walk-many.ts) walks many addresses at once with the same result,
+ * handing every walk it does not take straight down to `walk`.
  *
  * Order of checks, as hardware does them:
  *  1. the linear address must be canonical, else #GP (not #PF);

@@ -209,6 +209,59 @@ describe("dump views on a hand-made image", () => {
     });
   });
 
+  it("gva2gpa: QEMU's line per address (rights not checked), consecutive pages with --pages, and JSON", async () => {
+    const r = await run([
+      "dump",
+      "gva2gpa",
+      "--image",
+      elf,
+      "--cr3",
+      "0x1000",
+      "0x200010",
+      "40000123",
+      "ffffffff81000abc",
+      "0x0000800000000000",
+    ]);
+    expect(r).toEqual({
+      code: 0,
+      out:
+        "0000000000200010 gpa: 0x200010\n" + // 2 MiB page
+        "0000000040000123 gpa: 0x40000123\n" + // 1 GiB page
+        "ffffffff81000abc gpa: 0x1000abc\n" +
+        "0000800000000000 Unmapped\n", // not canonical
+      err: "",
+    });
+    const p = await run(["dump", "gva2gpa", "--image", raw, "--cr3", "0x1000", "--pages", "5", "0x8"]);
+    expect(p.out).toBe(
+      "0000000000000008 gpa: 0x10008\n" +
+        "0000000000001008 gpa: 0x11008\n" + // supervisor read-only, NX: mapped all the same
+        "0000000000002008 gpa: 0x12008\n" + // PAT set in a PTE: still a 4 KiB page
+        "0000000000003008 Unmapped\n" + // not present
+        "0000000000004008 gpa: 0x12345678008\n",
+    );
+    const j = JSON.parse(
+      (await run(["dump", "gva2gpa", "--image", raw, "--cr3", "0x1000", "--json", "--pages", "2", "0x2000"]))
+        .out,
+    );
+    expect(j).toMatchObject({ cr3: "0x1000", levels: 4, format: "raw" });
+    expect(j.translations).toEqual([
+      { va: "0000000000002000", gpa: "0x12000" },
+      { va: "0000000000003000", gpa: null },
+    ]);
+    // 5-level: PML5[511] leads to the same PML4, so the kernel half translates the same.
+    const five = await run([
+      "dump",
+      "gva2gpa",
+      "--image",
+      raw,
+      "--cr3",
+      "0x7000",
+      "--la57",
+      "ffff000000000008",
+    ]);
+    expect(five.out).toBe("ffff000000000008 gpa: 0x10008\n");
+  });
+
   it("reads an ELF image's uncovered ranges and a raw image's tail as zeros", () => {
     const img = MemoryImage.open(elf);
     expect(img.segments).toHaveLength(2);
@@ -250,6 +303,21 @@ describe("dump errors: clear message, exit code 2, nothing on stdout", () => {
       /not canonical for 4-level paging/,
     ],
     ["missing --cr3", () => ["dump", "tlb", "--image", raw], /required option '--cr3/],
+    [
+      "gva2gpa --pages not a count",
+      () => ["dump", "gva2gpa", "--image", raw, "--cr3", "0x1000", "--pages", "0", "0x1000"],
+      /--pages must be a whole number from 1 to 1048576, got '0'/,
+    ],
+    [
+      "gva2gpa over a million translations",
+      () => ["dump", "gva2gpa", "--image", raw, "--cr3", "0x1000", "--pages", "1048576", "0", "0x1000"],
+      /2 addresses of 1048576 pages are over 1048576 translations/,
+    ],
+    [
+      "gva2gpa without an address",
+      () => ["dump", "gva2gpa", "--image", raw, "--cr3", "0x1000"],
+      /missing required argument 'va'/,
+    ],
     [
       "unknown flag",
       () => ["dump", "tlb", "--image", raw, "--cr3", "0", "--bogus"],

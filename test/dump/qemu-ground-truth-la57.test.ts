@@ -60,4 +60,17 @@ describe("against QEMU on a real Linux kernel's 5-level page tables", () => {
     }
     img.close();
   });
+  it("dump gva2gpa --la57, all of QEMU's leaves in one call, gives the addresses QEMU lists", async () => {
+    const lines = unzip("qemu-tlb.txt.gz").toString("utf8").trim().split("\n");
+    const hex = (v: bigint) => v.toString(16).padStart(16, "0");
+    const pairs = lines.map((l) => l.split(/:? /, 2).map((h) => BigInt(`0x${h}`) + 0xff8n));
+    let out = "";
+    const args = ["dump", "gva2gpa", "--image", image, "--cr3", "0x563e000", "--la57"];
+    const code = await main([...args, ...pairs.map(([va]) => hex(va))], {
+      out: (s) => (out += s),
+      err: () => {},
+    });
+    expect(code).toBe(0);
+    expect(out).toBe(pairs.map(([va, pa]) => `${hex(va)} gpa: 0x${pa.toString(16)}\n`).join(""));
+  });
 });

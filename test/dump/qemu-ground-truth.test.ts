@@ -65,4 +65,13 @@ describe("against QEMU on a real Linux kernel's page tables", () => {
     expect(checked).toBe(lines.length);
     img.close();
   });
+
+  it("dump gva2gpa, all of QEMU's leaves in one call, gives the addresses QEMU lists", async () => {
+    const lines = unzip("qemu-tlb.txt.gz").toString("utf8").trim().split("\n");
+    const hex = (v: bigint) => v.toString(16).padStart(16, "0");
+    const pairs = lines.map((l) => l.split(/:? /, 2).map((h) => BigInt(`0x${h}`) + 0x9a8n));
+    const r = await run(["dump", "gva2gpa", "--image", image, "--cr3", CR3, ...pairs.map(([va]) => hex(va))]);
+    expect(r.code).toBe(0);
+    expect(r.out).toBe(pairs.map(([va, pa]) => `${hex(va)} gpa: 0x${pa.toString(16)}\n`).join(""));
+  });
 });
