@@ -26,6 +26,7 @@ export * from "./x86/memory.js";
 export * from "./x86/pte.js";
 export * from "./x86/tlb.js";
 export * from "./x86/walk.js";
+export * from "./x86/walk-many.js";
 export * from "./xen/abi.js";
 export * from "./xen/access.js";
 export * from "./xen/audit.js";

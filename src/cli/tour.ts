@@ -8,7 +8,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemoryImage } from "../dump/image.js";
 import { synthLinuxImage, writeRawImage } from "../dump/synth.js";
-import { describeErrorCode, formatWalk, infoMem, infoTlb, walkView } from "../dump/views.js";
+import {
+  describeErrorCode,
+  formatGva2Gpa,
+  formatWalk,
+  gva2gpa,
+  infoMem,
+  infoTlb,
+  tlbLines,
+  walkView,
+} from "../dump/views.js";
 import { fuzz } from "../fuzz/engine.js";
 import { planDirectMapBoot } from "../guest/boot.js";
 import { GuestKernel, Process } from "../guest/grant-teardown.js";
@@ -152,6 +161,19 @@ export async function runTour(out: (s: string) => void, json: boolean): Promise<
     for (const l of [...memv.slice(0, 3), "...", ...memv.slice(-2)]) s.push(`  ${l}`);
     const w = walkView(imem, root, 0xffffffff81001234n, { levels: 4 });
     for (const l of formatWalk(w).trimEnd().split("\n")) s.push(l);
+    // Many addresses at once (BatchWalker): every leaf info tlb listed, plus an unmapped one.
+    const leaves = tlbLines(imem, root, 4);
+    const rows = gva2gpa(imem, root, 4, [...leaves.map((l) => BigInt(`0x${l.va}`) + 0x234n), 0x1000n]);
+    const agree = leaves.filter((l, i) => rows[i].gpa === `0x${(BigInt(`0x${l.pa}`) + 0x234n).toString(16)}`);
+    s.push(
+      `gva2gpa (QEMU's command; pvmmu dump gva2gpa): ${rows.length} addresses in one call, their walks overlapped;`,
+      `  ${agree.length} of the ${leaves.length} leaves translate to where info tlb says, e.g.`,
+    );
+    for (const l of formatGva2Gpa([rows[0], rows[leaves.length - 1], rows[leaves.length]])
+      .trimEnd()
+      .split("\n")) {
+      s.push(`  ${l}`);
+    }
     img.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
