@@ -5,22 +5,24 @@
  *
  *  save_bytes_per_s     non-live save of a 4 GiB guest with all its memory in use, to a file
  *                       (`FileSink`: direct I/O where the file system allows it)
- *  restore_bytes_per_s  restore of that file onto a fresh host (`FileChunks`, direct reads),
- *                       including the guest's resume
+ *  restore_bytes_per_s  restore of that file onto a fresh host (`FileChunks`, direct reads, several
+ *                       under way; the host's next slabs faulted in by a `SlabPrefaulter` thread),
+ *                       including the guest's resume; the fastest of RESTORE_RUNS processes
  *  migrate_bytes_per_s  live migration of a 4 GiB guest (all memory in use, idle) to a receiver
  *                       process over loopback TCP: stream bytes / total time
  *  migrate_downtime_ms  the same with the guest dirtying 50 MB/s (a 256 MiB working set) while
  *                       it is copied: suspend → the receiver's READY
  *  image_read_bytes_per_s
  *                       what this machine's disk gives a restore: the same file read through
- *                       `FileChunks` (direct reads) in a fresh process, nothing done with the bytes.
- *                       A restore cannot read faster, so this is its other ceiling here
+ *                       `FileChunks` (direct reads) in a fresh process, nothing done with the bytes
+ *                       (the fastest of RESTORE_RUNS). A restore cannot read faster: its ceiling here
  *  fresh_memory_bytes_per_s
  *                       what this machine gives a process bringing memory into being: one store
  *                       into each of 4 GiB of frames never written (`PhysicalMemory.frameForWrite`,
- *                       the restore's own allocation path), in a fresh process. A restore must
- *                       bring the whole guest into being, so this is its ceiling here (a VM whose
- *                       first touch of a page faults on the host too)
+ *                       the allocation path when no slab was made ahead), in a fresh process: what
+ *                       one thread gets (a VM whose first touch of a page faults on the host too).
+ *                       A restore brings the whole guest into being; its prefault thread takes
+ *                       those faults on the other core
  *
  * "All memory in use": after the boot, every pfn the guest's allocator has free is taken and
  * its frame filled with a pfn-dependent pattern (data pages), so every page travels with data.
@@ -263,6 +265,19 @@ function roundsLine(r: RoundsResult): string {
   return `rounds (pages) ${live.join(", ")} + final ${fin}`;
 }
 
+/**
+ * Restores and reads of the saved file: the fastest of this many fresh processes (this VM's disk
+ * and first touches of memory vary by half from one run to the next).
+ */
+const RESTORE_RUNS = 3;
+
+/** The run of `part` (each in a fresh process) that took the least time, and all their times. */
+function fastest<T extends { s: number }>(n: number, part: () => T): T & { all: number[] } {
+  const runs = Array.from({ length: n }, part);
+  const best = runs.reduce((a, b) => (b.s < a.s ? b : a));
+  return { ...best, all: runs.map((x) => x.s) };
+}
+
 export function benchMigration(): MigrationBench {
   const figures: Record<string, number> = {};
   const notes: Record<string, string> = {};
@@ -272,21 +287,23 @@ export function benchMigration(): MigrationBench {
     const s = child<Awaited<ReturnType<typeof partSave>>>("save", file);
     notes.save_bytes_per_s = `(save: ${GUEST_BYTES / GiB} GiB guest, ${s.dataPages} data pages filled, ${s.pages} pages, ${(s.bytes / MiB).toFixed(0)} MiB stream in ${s.s.toFixed(2)} s, ${s.direct ? "direct I/O" : "buffered: the file system refused direct I/O"})`;
     figures.save_bytes_per_s = s.bytes / s.s;
-    const r = child<Awaited<ReturnType<typeof partRestore>>>("restore", file);
-    notes.restore_bytes_per_s = `(restore: ${r.pages} pages in ${r.s.toFixed(2)} s, with the guest's resume)`;
+    // A part that does not touch the disk comes next, while the host writes the saved file out
+    // from its own caches (a restore right after the save read up to 30% slower).
+    const fr = child<ReturnType<typeof partFresh>>("fresh");
+    figures.fresh_memory_bytes_per_s = fr.bytes / fr.s;
+    notes.fresh_memory_bytes_per_s = `(4 GiB of frames never written, one store each, in ${fr.s.toFixed(2)} s: what one thread gets bringing memory into being here)`;
+    const r = fastest(RESTORE_RUNS, () => child<Awaited<ReturnType<typeof partRestore>>>("restore", file));
+    notes.restore_bytes_per_s = `(restore: ${r.pages} pages in ${r.s.toFixed(2)} s, with the guest's resume; the fastest of ${RESTORE_RUNS} runs, ${r.all.map((x) => x.toFixed(2)).join(", ")} s)`;
     figures.restore_bytes_per_s = r.bytes / r.s;
-    const rd = child<Awaited<ReturnType<typeof partRead>>>("read", file);
+    const rd = fastest(RESTORE_RUNS, () => child<Awaited<ReturnType<typeof partRead>>>("read", file));
     figures.image_read_bytes_per_s = rd.bytes / rd.s;
-    notes.image_read_bytes_per_s = `(the same ${(rd.bytes / MiB).toFixed(0)} MiB file only read, ${rd.direct ? "direct" : "buffered"}, in ${rd.s.toFixed(2)} s: the disk's ceiling for a restore on this machine)`;
+    notes.image_read_bytes_per_s = `(the same ${(rd.bytes / MiB).toFixed(0)} MiB file only read, ${rd.direct ? "direct" : "buffered"}, in ${rd.s.toFixed(2)} s, the fastest of ${RESTORE_RUNS}: the disk's ceiling for a restore on this machine)`;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
   const m = child<RoundsResult>("migrate");
   notes.migrate_bytes_per_s = `(live migration over loopback TCP, idle ${m.guestBytes / GiB} GiB guest: ${(m.bytes / MiB).toFixed(0)} MiB in ${m.totalMs.toFixed(0)} ms; ${roundsLine(m)}; downtime ${m.downtimeMs.toFixed(1)} ms)`;
   figures.migrate_bytes_per_s = m.bytes / (m.totalMs / 1000);
-  const fr = child<ReturnType<typeof partFresh>>("fresh");
-  figures.fresh_memory_bytes_per_s = fr.bytes / fr.s;
-  notes.fresh_memory_bytes_per_s = `(4 GiB of frames never written, one store each, in ${fr.s.toFixed(2)} s: the ceiling for save and restore on this machine)`;
   const d = child<RoundsResult>("downtime");
   notes.migrate_downtime_ms = `(live migration of a ${d.guestBytes / GiB} GiB guest dirtying ${DIRTY_BYTES_PER_S / 1e6} MB/s over 256 MiB: ${d.dirtied} page writes in ${d.totalMs.toFixed(0)} ms; ${roundsLine(d)}; final round ${(d.rounds.at(-1)?.ms ?? 0).toFixed(1)} ms)`;
   figures.migrate_downtime_ms = d.downtimeMs;

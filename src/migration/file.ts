@@ -199,6 +199,12 @@ export interface ReusingSource {
   readonly reusesBuffers: true;
 }
 
+/**
+ * Chunk buffers of a `FileChunks` read: one with the restorer, the others being read (at most;
+ * a small file gets one more than it has chunks).
+ */
+const READ_BUFFERS = 8;
+
 export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
   readonly reusesBuffers = true;
   /** Bytes in the file when it was opened (0 for a pipe or device: not known). */
@@ -223,17 +229,22 @@ export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
   direct = false;
 
   /**
-   * The chunks, each valid until the next is asked for. Two buffers take turns: while the
-   * restorer works through one chunk, the thread pool reads the next into the other.
+   * The chunks, each valid until the next is asked for. Up to `READ_BUFFERS` buffers take
+   * turns: while the restorer works through one chunk, the thread pool reads the next ones into
+   * the others, several at once from a regular file (a virtual disk reads faster with more than
+   * one request queued: here 1.1–1.4× with two), one after another from a pipe or device.
    */
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
     let fd = -1;
     const bufs: Uint8Array[] = [];
+    const count = this.regular
+      ? Math.max(2, Math.min(READ_BUFFERS, Math.ceil(this.size / this.chunkBytes) + 1))
+      : 2; // in sequence: one read at a time
     if (this.regular && this.chunkBytes % BLOCK === 0 && constants.O_DIRECT !== undefined) {
       // Direct reads, like the sink's writes: the image does not pass through the page cache.
       try {
         fd = openSync(this.path, constants.O_RDONLY | constants.O_DIRECT);
-        for (let i = 0; i < 2; i++) {
+        for (let i = 0; i < count; i++) {
           const w = alignedWindow(fd, this.chunkBytes, "read");
           if (w !== null) bufs.push(w);
         }
@@ -241,7 +252,7 @@ export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
         const code = (e as NodeJS.ErrnoException).code;
         if (code !== "EINVAL" && code !== "EOPNOTSUPP") throw e;
       }
-      if (bufs.length < 2 && fd >= 0) {
+      if (bufs.length < count && fd >= 0) {
         closeSync(fd);
         fd = -1;
       }
@@ -250,21 +261,27 @@ export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
     if (fd < 0) {
       fd = openSync(this.path, "r");
       bufs.length = 0;
-      bufs.push(new Uint8Array(this.chunkBytes), new Uint8Array(this.chunkBytes));
+      for (let i = 0; i < count; i++) bufs.push(new Uint8Array(this.chunkBytes));
     }
+    /** Descriptors to close at the end (a direct one given up at the end may still have reads on it). */
+    const fds = [fd];
+    const directFd = this.direct ? fd : -1;
     /** Fill `b` from `pos` (short only at the end of the file). */
     const fill = async (b: Uint8Array, pos: number): Promise<number> => {
       let n = 0;
       while (n < b.length) {
         let k: number;
+        const used = fd;
         try {
-          k = await readAt(fd, b, n, this.regular ? pos + n : null);
+          k = await readAt(used, b, n, this.regular ? pos + n : null);
         } catch (e) {
-          // A direct read refused mid-file (a short read left it unaligned): go on buffered.
-          if (!this.direct || (e as NodeJS.ErrnoException).code !== "EINVAL") throw e;
-          closeSync(fd);
-          fd = openSync(this.path, "r");
-          this.direct = false;
+          // A direct read refused (a short read at the end left it unaligned): go on buffered.
+          if (used !== directFd || (e as NodeJS.ErrnoException).code !== "EINVAL") throw e;
+          if (fd === directFd) {
+            fd = openSync(this.path, "r");
+            fds.push(fd);
+            this.direct = false;
+          }
           continue;
         }
         if (k === 0) break;
@@ -272,21 +289,29 @@ export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
       }
       return n;
     };
-    let pos = 0;
-    let ahead: Promise<number> | null = fill(bufs[0], 0);
+    // Chunk j is read into bufs[j % count]; reads of chunks j+1 … j+count-1 are under way while
+    // chunk j is with the restorer (their buffers held chunks it is done with).
+    const ahead: Promise<number>[] = [];
+    let issued = 0;
+    let ended = false;
+    const issue = (): void => {
+      while (!ended && ahead.length < count - 1) {
+        ahead.push(fill(bufs[issued % count], issued * this.chunkBytes));
+        issued++;
+      }
+    };
+    issue();
     try {
-      for (let i = 0; ahead !== null; i++) {
-        const b = bufs[i & 1];
-        const n: number = await ahead;
-        ahead = null;
-        pos += n;
-        // The other buffer held the chunk before this one, which the restorer is done with.
-        if (n === b.length) ahead = fill(bufs[(i + 1) & 1], pos);
-        if (n > 0) yield b.subarray(0, n);
+      for (let j = 0; ahead.length > 0; j++) {
+        const n = await (ahead.shift() as Promise<number>);
+        if (n < this.chunkBytes) ended = true;
+        issue();
+        if (n > 0) yield bufs[j % count].subarray(0, n);
+        if (ended) break;
       }
     } finally {
-      if (ahead !== null) await ahead.catch(() => 0);
-      closeSync(fd);
+      for (const r of ahead) await r.catch(() => 0);
+      for (const f of fds) closeSync(f);
     }
   }
 }

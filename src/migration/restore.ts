@@ -20,6 +20,7 @@
  *  - Any failure discards the half-built domain: every frame it got is freed.
  */
 
+import { SlabPrefaulter } from "../x86/prefault.js";
 import { entryFrame, withFrameHi, withFrameLo } from "../x86/pte.js";
 import { MMUEXT } from "../xen/abi.js";
 import type { VcpuState } from "../xen/domctl.js";
@@ -86,7 +87,17 @@ export interface RestoreOptions {
   vcpus?: number;
   /** Optional record types the caller wants handed over (e.g. the guest's own state). */
   collect?: number[];
+  /**
+   * Guests of this many pages or more, restored from an asynchronous source (a file, a socket),
+   * have the host memory's next slabs faulted in on a worker thread, ahead of their page data
+   * (`SlabPrefaulter`). Default `PREFAULT_MIN_PAGES`; `Infinity` never starts one. Whether one
+   * runs changes no result, only speed.
+   */
+  prefaultMinPages?: number;
 }
+
+/** Smaller guests (under 256 MiB) are restored without a prefault thread: not worth starting one. */
+export const PREFAULT_MIN_PAGES = 65536;
 
 export interface RestoreResult {
   domid: number;
@@ -129,6 +140,11 @@ export class Restorer {
   ) {
     h.createDomain({ domid, pages: 0, vcpus: opts.vcpus ?? 1 });
     h.domain(domid)!.suspended = true; // it runs only once the guest resumes
+  }
+
+  /** Pages the stream's P2M covers (max pfn + 1), once X86_PV_P2M_FRAMES was seen; else 0. */
+  get pagesExpected(): number {
+    return this.maxPfn + 1;
   }
 
   get done(): boolean {
@@ -433,11 +449,24 @@ export async function restoreStream(
   // A source that reads into one buffer again and again: what is left of a chunk is copied out
   // before the next read overwrites it.
   const reuse = (source as Partial<ReusingSource>).reusesBuffers === true;
+  let prefault: SlabPrefaulter | null = null;
+  // Only a source that waits for I/O lets the thread's slabs in between chunks (they arrive as
+  // messages): restoring from memory starts none.
+  let prefaultChecked = !(Symbol.asyncIterator in source);
   try {
     for await (const chunk of source) {
       reader.push(chunk);
       drain(reader, rs);
       if (reuse) reader.detach();
+      if (!prefaultChecked && rs.pagesExpected > 0) {
+        // Once the stream says how big the guest is: slabs for all its pages.
+        prefaultChecked = true;
+        if (rs.pagesExpected >= (opts.prefaultMinPages ?? PREFAULT_MIN_PAGES)) {
+          const perSlab = h.mem.slabByteLength / PAGE_SIZE;
+          prefault = new SlabPrefaulter(h.mem, Math.ceil(rs.pagesExpected / perSlab));
+        }
+      }
+      prefault?.poll();
       onProgress?.(reader.offset);
     }
     reader.end();
@@ -446,6 +475,8 @@ export async function restoreStream(
   } catch (e) {
     rs.abort();
     throw e;
+  } finally {
+    await prefault?.stop();
   }
 }
 

@@ -88,6 +88,8 @@ export class PhysicalMemory {
   private nextSlot = 1;
   /** Zeroed slots to reuse. */
   private readonly spare: number[] = [];
+  /** Zero-filled buffers for the next slabs, already faulted in by another thread (`supplySlabs`). */
+  private readonly reserve: ArrayBuffer[] = [];
   /** Resident frames per chunk of 4096 frames. */
   private readonly chunkResident: Uint16Array;
   private readonly source: FrameSource | undefined;
@@ -126,6 +128,37 @@ export class PhysicalMemory {
     const slab0 = new Uint32Array((PAGE_SIZE << shift) >>> 2);
     this.slabs.push(slab0);
     this.slabBytes.push(new Uint8Array(slab0.buffer));
+  }
+
+  /** Bytes of one storage slab: what `supplySlabs` takes. */
+  get slabByteLength(): number {
+    return PAGE_SIZE << this.slabShift;
+  }
+
+  /**
+   * Buffers for the slabs this memory will need next, each `slabByteLength` bytes of zeros —
+   * typically made by another thread, which took their page faults (`SlabPrefaulter`). The
+   * contents read the same whichever buffer a slab is; only who pays for first touching it
+   * changes. A buffer of another size is refused (RangeError) and none is taken.
+   */
+  supplySlabs(buffers: readonly ArrayBuffer[]): void {
+    const want = this.slabByteLength;
+    for (const b of buffers) {
+      if (!(b instanceof ArrayBuffer) || b.byteLength !== want) {
+        throw new RangeError(`a slab buffer must be an ArrayBuffer of ${want} bytes`);
+      }
+    }
+    for (const b of buffers) this.reserve.push(b);
+  }
+
+  /** Supplied slab buffers not used yet. */
+  get slabsReserved(): number {
+    return this.reserve.length;
+  }
+
+  /** Drop the supplied slab buffers not used yet. */
+  releaseSlabReserve(): void {
+    this.reserve.length = 0;
   }
 
   /** Frames whose contents are held in memory (written, or loaded from the source). */
@@ -238,7 +271,11 @@ export class PhysicalMemory {
     const s = this.nextSlot++;
     const si = s >>> this.slabShift;
     if (si === this.slabs.length) {
-      const slab = new Uint32Array((PAGE_SIZE << this.slabShift) >>> 2);
+      const supplied = this.reserve.pop();
+      const slab =
+        supplied !== undefined
+          ? new Uint32Array(supplied)
+          : new Uint32Array((PAGE_SIZE << this.slabShift) >>> 2);
       this.slabs.push(slab);
       this.slabBytes.push(new Uint8Array(slab.buffer));
     }
