@@ -296,7 +296,9 @@ export class FileChunks implements AsyncIterable<Uint8Array>, ReusingSource {
     let ended = false;
     const issue = (): void => {
       while (!ended && ahead.length < count - 1) {
-        ahead.push(fill(bufs[issued % count], issued * this.chunkBytes));
+        const read = fill(bufs[issued % count], issued * this.chunkBytes);
+        read.catch(() => 0); // a read that fails before its turn fails when its turn comes
+        ahead.push(read);
         issued++;
       }
     };

@@ -463,7 +463,11 @@ export async function restoreStream(
         prefaultChecked = true;
         if (rs.pagesExpected >= (opts.prefaultMinPages ?? PREFAULT_MIN_PAGES)) {
           const perSlab = h.mem.slabByteLength / PAGE_SIZE;
-          prefault = new SlabPrefaulter(h.mem, Math.ceil(rs.pagesExpected / perSlab));
+          try {
+            prefault = new SlabPrefaulter(h.mem, Math.ceil(rs.pagesExpected / perSlab));
+          } catch {
+            // No thread to be had (a resource limit): the restore makes its own slabs.
+          }
         }
       }
       prefault?.poll();

@@ -90,7 +90,7 @@ export class SlabPrefaulter {
 
   /** Stop the worker and drop the slabs not used. */
   async stop(): Promise<void> {
-    if (!this.stopped) this.stopped = true;
+    this.stopped = true;
     this.mem.releaseSlabReserve();
     await this.worker.terminate();
   }
