@@ -39,6 +39,15 @@ function start(o: Partial<RunOptions> = {}) {
   return { h, kernel, run };
 }
 
+/** A guest three steps into its workload, saved (not live) into memory. */
+async function savedAfterThreeSteps(o: Partial<RunOptions> = {}) {
+  const src = start(o);
+  for (let i = 0; i < 3; i++) src.run.next();
+  const sink = new MemorySink();
+  await saveGuest(src.h, src.kernel, src.run, sink, { live: false });
+  return { src, sink };
+}
+
 describe("save → restore on another host → continue", () => {
   for (const strategy of STRATEGIES.filter((s) => s !== "direct-mfn")) {
     for (const pinning of ["linux", "eager"] as const) {
@@ -47,10 +56,7 @@ describe("save → restore on another host → continue", () => {
         while (ref.run.next()) {}
         const want = guestMemoryHash(ref.kernel);
 
-        const src = start({ strategy, pinning });
-        for (let i = 0; i < 3; i++) src.run.next();
-        const sink = new MemorySink();
-        await saveGuest(src.h, src.kernel, src.run, sink, { live: false });
+        const { src, sink } = await savedAfterThreeSteps({ strategy, pinning });
         const dst = new Host({ memoryMiB: 160 });
         dst.createDomain({ domid: 5, pages: 300 }); // other frames in use: the guest's mfns differ
         const { kernel, run } = await restoreGuest(dst, 9, sink.chunks);
@@ -83,10 +89,7 @@ describe("restoring from a file", () => {
   it("reads the image into one reused buffer, in chunks that split records anywhere", async () => {
     const ref = start();
     while (ref.run.next()) {}
-    const src = start();
-    for (let i = 0; i < 3; i++) src.run.next();
-    const sink = new MemorySink();
-    await saveGuest(src.h, src.kernel, src.run, sink, { live: false });
+    const { sink } = await savedAfterThreeSteps();
     const dir = mkdtempSync(join(tmpdir(), "pvmmu-file-"));
     try {
       const path = join(dir, "guest.img");
@@ -109,10 +112,7 @@ describe("restoring from a file", () => {
 
 describe("restoring with a prefault thread", () => {
   it("gives the same host, frame for frame, as restoring without one", async () => {
-    const src = start();
-    for (let i = 0; i < 3; i++) src.run.next();
-    const sink = new MemorySink();
-    await saveGuest(src.h, src.kernel, src.run, sink, { live: false });
+    const { sink } = await savedAfterThreeSteps();
     let suppliedUsed = 0;
     const hosts = [0, Number.POSITIVE_INFINITY].map(async (prefaultMinPages) => {
       const h = new Host({ memoryMiB: 160 });
@@ -180,10 +180,7 @@ describe("FileChunks", () => {
 
 describe("saving to a file", () => {
   it("writes the same bytes as the stream, direct I/O or not, and reads back with direct I/O", async () => {
-    const src = start();
-    for (let i = 0; i < 3; i++) src.run.next();
-    const mem = new MemorySink();
-    await saveGuest(src.h, src.kernel, src.run, mem, { live: false });
+    const { src, sink: mem } = await savedAfterThreeSteps();
     const want = Buffer.concat(mem.chunks);
     const dir = mkdtempSync(join(tmpdir(), "pvmmu-sink-"));
     try {
