@@ -8,6 +8,7 @@ import { synthLinuxImage, writeElfImage, writeRawImage } from "../dump/synth.js"
 import {
   formatGva2Gpa,
   formatWalk,
+  type Gva2Gpa,
   gva2gpa,
   infoMem,
   infoTlb,
@@ -161,16 +162,8 @@ export function registerDump(program: Command, out: (s: string) => void): void {
       for (const va of starts) {
         for (let p = 0; p < pages; p++) vas.push(BigInt.asUintN(64, va + BigInt(p * PAGE_SIZE)));
       }
-      const { img, rootFrame, levels } = openWithRoot(o);
-      try {
-        const rows = gva2gpa(img.memory(), rootFrame, levels, vas);
-        if (o.json) {
-          const body = { image: o.image, format: img.format, cr3: o.cr3, levels, translations: rows };
-          out(`${JSON.stringify(body, null, 1)}\n`);
-        } else out(formatGva2Gpa(rows));
-      } finally {
-        img.close();
-      }
+      const rows: View<Gva2Gpa[]> = (mem, rootFrame, levels) => gva2gpa(mem, rootFrame, levels, vas);
+      view("translations", rows, (...a) => formatGva2Gpa(rows(...a)))(o);
     });
 
   dump

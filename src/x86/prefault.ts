@@ -76,11 +76,7 @@ export class SlabPrefaulter {
   /** Ask for another batch while fewer than two wait unused (call it as the slabs get used). */
   poll(): void {
     if (this.stopped) return;
-    while (
-      this.asked < this.wanted &&
-      this.pending < 2 &&
-      this.mem.slabsReserved + this.pending * this.batch < 2 * this.batch
-    ) {
+    while (this.asked < this.wanted && this.mem.slabsReserved + this.pending * this.batch < 2 * this.batch) {
       const n = Math.min(this.batch, this.wanted - this.asked);
       this.asked += n;
       this.pending++;

@@ -26,32 +26,16 @@
  */
 
 import type { PhysicalMemory } from "./memory.js";
-import {
-  entryFrame,
-  HI_ADDR_MASK,
-  HI_NX,
-  HI_PK_MASK,
-  HI_PK_SHIFT,
-  LO_A,
-  LO_D,
-  LO_G,
-  LO_P,
-  LO_PS,
-  reservedHighMask,
-} from "./pte.js";
+import { entryFrame, HI_NX, LO_A, LO_D, LO_P, LO_PS, reservedHighMask } from "./pte.js";
 import {
   ACC_PROBE,
   ACC_WRITE,
   accessFault,
   FAULT_NONE,
   FAULT_PF,
+  leafPerm,
   PageWalker,
   type PagingMode,
-  PERM_G,
-  PERM_NX,
-  PERM_PK_SHIFT,
-  PERM_U,
-  PERM_W,
 } from "./walk.js";
 
 /** Walks per group: enough independent L1 loads in flight to cover the misses' latency. */
@@ -123,12 +107,14 @@ export class BatchWalker {
     if (count > out.capacity) {
       throw new RangeError(`${count} addresses do not fit ${out.capacity} results`);
     }
+    // Reserved bits of the high half: above MAXPHYADDR, and XD when EFER.NXE=0.
+    const rsvd = this.rsvdHi | (m.nxe ? 0 : HI_NX);
     let ok = 0;
     for (let off = 0; off < count; off += GROUP) {
       const g = Math.min(GROUP, count - off);
-      this.upper(m, his, los, off, g);
+      this.upper(m, his, los, off, g, rsvd);
       this.touch(g);
-      ok += this.leaves(m, his, los, access, out, off, g);
+      ok += this.leaves(m, his, los, access, out, off, g, rsvd);
     }
     return ok;
   }
@@ -138,12 +124,18 @@ export class BatchWalker {
    * table entries without reserved bits; a walk that meets anything else is marked for
    * hand-over (rights 0, pointing at a zero word).
    */
-  private upper(m: PagingMode, his: Uint32Array, los: Uint32Array, off: number, g: number): void {
+  private upper(
+    m: PagingMode,
+    his: Uint32Array,
+    los: Uint32Array,
+    off: number,
+    g: number,
+    rsvd: number,
+  ): void {
     const mem = this.mem;
     const slabs = mem.slabs;
     const shift = mem.slabShift;
     const mask = mem.slabMask;
-    const rsvd = this.rsvdHi | (m.nxe ? 0 : HI_NX);
     const five = m.levels === 5;
     const root = mem.slot(m.rootFrame);
     const rootSlab = slabs[root >>> shift];
@@ -225,12 +217,10 @@ export class BatchWalker {
     out: WalkResults,
     off: number,
     g: number,
+    rsvd: number,
   ): number {
-    const rsvd = this.rsvdHi | (m.nxe ? 0 : HI_NX);
     // The flags that must already be set for the walk to write nothing.
     const need = (access & ACC_PROBE) !== 0 ? 0 : (access & ACC_WRITE) !== 0 ? LO_A | LO_D : LO_A;
-    const nxe = m.nxe;
-    const pge = m.pge;
     const w0 = this.walker;
     const slab = this.slab;
     const word = this.word;
@@ -248,10 +238,7 @@ export class BatchWalker {
         const r = rights & elo;
         // A on every level is in the and'ed rights; D only counts on the leaf.
         if ((elo & LO_P) !== 0 && (ehi & rsvd) === 0 && ((r | (elo & LO_D)) & need) === need) {
-          let perm = (r & (PERM_W | PERM_U)) | (elo & LO_D);
-          if (nxe && ((this.nx[k] | ehi) & HI_NX) !== 0) perm |= PERM_NX;
-          if (pge && (elo & LO_G) !== 0) perm |= PERM_G;
-          perm |= ((ehi & HI_PK_MASK) >>> HI_PK_SHIFT) << PERM_PK_SHIFT;
+          const perm = leafPerm(m, r, this.nx[k] | ehi, elo, ehi);
           const code = accessFault(perm, access, m);
           fast++;
           if (code !== 0) {
@@ -262,7 +249,7 @@ export class BatchWalker {
           out.fault[i] = FAULT_NONE;
           out.errorCode[i] = 0;
           out.perm[i] = perm;
-          out.paddr[i] = (ehi & HI_ADDR_MASK) * 0x1_0000_0000 + (elo >>> 12) * 0x1000 + (lo & 0xfff);
+          out.paddr[i] = entryFrame(elo, ehi) * 0x1000 + (lo & 0xfff);
           ok++;
           continue;
         }

@@ -210,6 +210,18 @@ export function accessFault(perm: number, access: number, m: PagingMode): number
   return (code === 0 ? PF_P | (access & (ACC_WRITE | ACC_USER)) : code) | PF_PK;
 }
 
+/**
+ * The effective permissions (PERM_*) of a translation whose leaf is `elo`:`ehi`: `rights`
+ * and'ed and `nx` or'ed over every entry used (the leaf's included). NX only when EFER.NXE=1,
+ * G only when CR4.PGE=1, the leaf's protection key, and the leaf's dirty flag as it was read.
+ */
+export function leafPerm(m: PagingMode, rights: number, nx: number, elo: number, ehi: number): number {
+  let perm = (rights & (PERM_W | PERM_U)) | (elo & LO_D);
+  if (m.nxe && (nx & HI_NX) !== 0) perm |= PERM_NX;
+  if (m.pge && (elo & LO_G) !== 0) perm |= PERM_G;
+  return perm | (((ehi & HI_PK_MASK) >>> HI_PK_SHIFT) << PERM_PK_SHIFT);
+}
+
 /** Error code bits that describe the access itself (for non-present and reserved-bit faults). */
 function accessBits(access: number, m: PagingMode): number {
   return (access & (ACC_WRITE | ACC_USER)) | ((access & ACC_FETCH) !== 0 && (m.smep || m.nxe) ? PF_I : 0);
@@ -418,10 +430,7 @@ export class PageWalker {
     n: number,
   ): boolean {
     this.leafLevel = level;
-    let perm = (rights & (PERM_W | PERM_U)) | (elo & LO_D);
-    if (m.nxe && (nx & HI_NX) !== 0) perm |= PERM_NX;
-    if (m.pge && (elo & LO_G) !== 0) perm |= PERM_G;
-    perm |= ((ehi & HI_PK_MASK) >>> HI_PK_SHIFT) << PERM_PK_SHIFT;
+    let perm = leafPerm(m, rights, nx, elo, ehi);
     const code = accessFault(perm, access, m);
     if (code !== 0) return this.pageFault(code);
     if ((access & ACC_PROBE) === 0) {
