@@ -31,7 +31,6 @@ import {
   type Level,
   LO_A,
   LO_D,
-  LO_G,
   LO_P,
   LO_PS,
   LO_RSVD_1G,
@@ -163,7 +162,17 @@ export class PagingMode {
 
 /** Index into `PagingMode.faultTable`: access kind (write, user, fetch, implicit) and rights (W, U, NX). */
 function rightsIndex(perm: number, access: number): number {
-  return ((((access >>> 1) & 3) | ((access >>> 2) & 4) | ((access >>> 5) & 8)) << 3) | ((perm >>> 1) & 7);
+  return accessIndex(access) | ((perm >>> 1) & 7);
+}
+
+/** The access kind's part of `rightsIndex` (the same for every walk of one kind). */
+export function accessIndex(access: number): number {
+  return (((access >>> 1) & 3) | ((access >>> 2) & 4) | ((access >>> 5) & 8)) << 3;
+}
+
+/** Can protection keys deny this access in this mode? (Never for a fetch; only with CR4.PKE or PKS.) */
+export function keysApply(access: number, m: PagingMode): boolean {
+  return (access & ACC_FETCH) === 0 && (m.pke || m.pks);
 }
 
 /**
@@ -199,7 +208,7 @@ export function rightsFault(perm: number, access: number, m: PagingMode): number
  */
 export function accessFault(perm: number, access: number, m: PagingMode): number {
   const code = m.faultTable[rightsIndex(perm, access)];
-  if ((access & ACC_FETCH) !== 0 || !(m.pke || m.pks)) return code;
+  if (!keysApply(access, m)) return code;
   const userPage = (perm & PERM_U) !== 0;
   if (!(userPage ? m.pke : m.pks)) return code;
   const key = (perm >>> PERM_PK_SHIFT) & 15;
@@ -211,15 +220,27 @@ export function accessFault(perm: number, access: number, m: PagingMode): number
 }
 
 /**
+ * The mode bits `leafPerm` needs: PERM_G when CR4.PGE=1, PERM_NX when EFER.NXE=1 (a loop of
+ * walks takes them once).
+ */
+export function permKeep(m: PagingMode): number {
+  return (m.pge ? PERM_G : 0) | (m.nxe ? PERM_NX : 0);
+}
+
+/**
  * The effective permissions (PERM_*) of a translation whose leaf is `elo`:`ehi`: `rights`
  * and'ed and `nx` or'ed over every entry used (the leaf's included). NX only when EFER.NXE=1,
- * G only when CR4.PGE=1, the leaf's protection key, and the leaf's dirty flag as it was read.
+ * G only when CR4.PGE=1 (`keep`, from `permKeep`), the leaf's protection key, and the leaf's
+ * dirty flag as it was read. No branches: W, U, D and G sit where their entry bits are, and
+ * NX (bit 63) is one shift away.
  */
-export function leafPerm(m: PagingMode, rights: number, nx: number, elo: number, ehi: number): number {
-  let perm = (rights & (PERM_W | PERM_U)) | (elo & LO_D);
-  if (m.nxe && (nx & HI_NX) !== 0) perm |= PERM_NX;
-  if (m.pge && (elo & LO_G) !== 0) perm |= PERM_G;
-  return perm | (((ehi & HI_PK_MASK) >>> HI_PK_SHIFT) << PERM_PK_SHIFT);
+export function leafPerm(keep: number, rights: number, nx: number, elo: number, ehi: number): number {
+  return (
+    (rights & (PERM_W | PERM_U)) |
+    (elo & (LO_D | (keep & PERM_G))) |
+    ((nx >>> (31 - 3)) & keep & PERM_NX) |
+    (((ehi & HI_PK_MASK) >>> HI_PK_SHIFT) << PERM_PK_SHIFT)
+  );
 }
 
 /** Error code bits that describe the access itself (for non-present and reserved-bit faults). */
@@ -430,7 +451,7 @@ export class PageWalker {
     n: number,
   ): boolean {
     this.leafLevel = level;
-    let perm = leafPerm(m, rights, nx, elo, ehi);
+    let perm = leafPerm(permKeep(m), rights, nx, elo, ehi);
     const code = accessFault(perm, access, m);
     if (code !== 0) return this.pageFault(code);
     if ((access & ACC_PROBE) === 0) {

@@ -11,7 +11,18 @@ import { describe, expect, it } from "vitest";
 import { canonicalize } from "../../src/x86/address.js";
 import { BumpAllocator, PageTableBuilder } from "../../src/x86/builder.js";
 import { PhysicalMemory } from "../../src/x86/memory.js";
-import { HI_NX, HI_PK_SHIFT, LO_A, LO_D, LO_G, LO_PCD, LO_PWT, LO_RW, LO_US } from "../../src/x86/pte.js";
+import {
+  HI_NX,
+  HI_PK_SHIFT,
+  LO_A,
+  LO_D,
+  LO_G,
+  LO_P,
+  LO_PCD,
+  LO_PWT,
+  LO_RW,
+  LO_US,
+} from "../../src/x86/pte.js";
 import {
   ACC_PROBE,
   ACC_USER,
@@ -43,8 +54,8 @@ const bytes = (f: Uint32Array): Buffer => Buffer.from(f.buffer, f.byteOffset, f.
 const callArb = fc.record({
   access: accessArb,
   probe: fc.noBias(fc.integer({ min: 0, max: 4 })).map((n) => n === 0),
-  /** Indices into the pool: repeats within a group of 64 and across groups. */
-  picks: fc.array(fc.nat(), { minLength: 1, maxLength: 150, size: "max" }),
+  /** Indices into the pool: repeats within a group (256 walks) and across groups. */
+  picks: fc.array(fc.nat(), { minLength: 1, maxLength: 600, size: "max" }),
 });
 type Call = ArbType<typeof callArb>;
 
@@ -77,7 +88,10 @@ function sameAsInOrder(
       los[i] = Number(va & 0xffffffffn);
     });
     const access = accessBitsOf(call.access) | (call.probe ? ACC_PROBE : 0);
+    // Results reused from an earlier call: every field of every walk must be written.
     const out = new WalkResults(n);
+    out.paddr.fill(0x1234_5000);
+    for (const f of [out.perm, out.leafLevel, out.fault, out.errorCode]) f.fill(0xff);
     const before = batch.fastWalks;
     const ok = batch.walk(m, his, los, access, out);
     t.fast += batch.fastWalks - before;
@@ -230,6 +244,60 @@ describe("BatchWalker", () => {
     expect(t.fast).toBeGreaterThan(10000);
     expect(t.handed).toBeGreaterThan(5000);
     expect(t.faults).toBeGreaterThan(5000);
+  });
+
+  it("keeps each 1 GiB region's upper levels apart: many regions, each behind an L3 entry of its own flags", () => {
+    // More regions than the memo has entries, so that regions share entries and evict each other.
+    const regionArb = fc.record({
+      l4: fc.constantFrom(0, 1, 255, 256, 511),
+      l3: fc.integer({ min: 0, max: 511 }),
+      change: fc.constantFrom("none", "none", "noA", "noRW", "noUS", "nx", "absent"),
+      dirty: fc.boolean(),
+    });
+    const t = tally();
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(regionArb, { minLength: 9, maxLength: 24, selector: (g) => `${g.l4}/${g.l3}` }),
+        fc.array(callArb, { minLength: 1, maxLength: 3 }),
+        cfgArb,
+        (regions, calls, c) => {
+          const trees = [0, 1].map(() => {
+            const mem = new PhysicalMemory({ sizeBytes: 2 ** 36, maxPhysAddrBits: c.maxPhysAddr });
+            const alloc = new BumpAllocator(0x10);
+            return { mem, alloc, b: new PageTableBuilder(mem, alloc, 4) };
+          });
+          const m = new PagingMode();
+          m.rootFrame = trees[0].b.root;
+          const probe = new PageWalker(trees[0].mem);
+          const pool: bigint[] = [];
+          regions.forEach((g, n) => {
+            const va = canonicalize((BigInt(g.l4) << 39n) | (BigInt(g.l3) << 30n), 4);
+            const lo = LO_RW | LO_US | LO_A | (g.dirty ? LO_D : 0);
+            for (const { b } of trees) b.mapRange(va, (0x1000 + n * 4) * 4096, 4 * 4096, 4096, { lo, hi: 0 });
+            for (let p = 0; p < 4; p++) pool.push(va + BigInt(p * 4096 + n * 8));
+            if (g.change === "none") return;
+            probe.walk(m, Number(va >> 32n), Number(va & 0xffffffffn), ACC_PROBE);
+            const at = probe.stepEntryAddress(1); // the L3 entry
+            for (const { mem } of trees) {
+              const e = mem.read64(at);
+              const bit =
+                g.change === "nx"
+                  ? 1n << 63n
+                  : BigInt({ noA: LO_A, noRW: LO_RW, noUS: LO_US, absent: LO_P }[g.change] ?? 0);
+              mem.write64(at, g.change === "nx" ? e | bit : e & ~bit);
+            }
+          });
+          const cpu = cpuFor(trees[0].mem, c);
+          cpu.loadRoot(trees[0].b.root * 4096);
+          const frames = Array.from({ length: trees[0].alloc.next - 0x10 }, (_, i) => 0x10 + i);
+          sameAsInOrder(trees[0].mem, trees[1].mem, cpu.mode, pool, calls, frames, t);
+        },
+      ),
+      { numRuns: 100, seed: 0x3e30 },
+    );
+    expect(t.fast).toBeGreaterThan(5000);
+    expect(t.handed).toBeGreaterThan(1000);
+    expect(t.faults).toBeGreaterThan(1000);
   });
 
   /** A 4-level tree of 4 KiB user pages from va 0 to pa 1 MiB, no accessed or dirty flags set. */
