@@ -89,7 +89,7 @@ export interface RestoreOptions {
   collect?: number[];
   /**
    * Guests of this many pages or more, restored from an asynchronous source (a file, a socket),
-   * have the host memory's next slabs faulted in on a worker thread, ahead of their page data
+   * have the host memory's next slabs faulted in on worker threads, ahead of their page data
    * (`SlabPrefaulter`). Default `PREFAULT_MIN_PAGES`; `Infinity` never starts one. Whether one
    * runs changes no result, only speed.
    */

@@ -68,4 +68,32 @@ describe("SlabPrefaulter", () => {
     expect(mem.slabsReserved).toBe(0);
     expect(() => new SlabPrefaulter(mem, -1)).toThrow(/whole number/);
   });
+
+  it("shares the slabs out among several threads, two batches each ahead, never more than asked for", async () => {
+    const mem = new PhysicalMemory({ sizeBytes: 2 ** 36 });
+    const perBatch = (64 * 2 ** 20) / mem.slabByteLength;
+    const wanted = perBatch * 5 + 3; // more than the four batches two threads keep ahead
+    const pf = new SlabPrefaulter(mem, wanted, 2);
+    expect(pf.threads).toBe(2);
+    const sleep = () => new Promise((r) => setTimeout(r, 10));
+    for (let waited = 0; mem.slabsReserved < 4 * perBatch && waited < 20_000; waited += 10) await sleep();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(mem.slabsReserved).toBe(4 * perBatch); // and no more until slabs are used
+    // Use slabs (never the last one waiting, so that the memory makes none of its own) until all came.
+    const perSlab = 1 << mem.slabShift;
+    let pfn = 0;
+    for (let waited = 0; pf.supplied < wanted && waited < 20_000; waited += 10) {
+      for (const end = pfn + Math.max(0, mem.slabsReserved - 1) * perSlab; pfn < end; pfn++) {
+        mem.frameForWrite(pfn)[0] = pfn;
+      }
+      pf.poll();
+      await sleep();
+    }
+    expect(pf.supplied).toBe(wanted);
+    expect(mem.slabs.length - 1 + mem.slabsReserved).toBe(wanted); // every slab but the first
+    for (let p = 0; p < pfn; p += 997) expect(mem.frame(p)[0]).toBe(p);
+    await pf.stop();
+    expect(mem.slabsReserved).toBe(0);
+    expect(() => new SlabPrefaulter(mem, 1, 0)).toThrow(/threads must be/);
+  });
 });
