@@ -480,7 +480,7 @@ export async function restoreStream(
     rs.abort();
     throw e;
   } finally {
-    await prefault?.stop();
+    prefault?.stop();
   }
 }
 

@@ -56,6 +56,7 @@ export class SlabPrefaulter {
   /** Slabs supplied to the memory. */
   supplied = 0;
   private stopped = false;
+  private ended = false;
 
   /**
    * Start making `slabs` slabs for `mem` on `threads` workers, two batches per worker ahead of
@@ -89,7 +90,10 @@ export class SlabPrefaulter {
         if (this.stopped) return;
         this.mem.supplySlabs(bufs);
         this.supplied += bufs.length;
-        this.poll();
+        // All made: the threads end now rather than when the memory is done with (a receiver's
+        // last round must not wait for threads to exit).
+        if (this.supplied === this.wanted) this.end();
+        else this.poll();
       });
       // A worker that fails leaves the memory to make its own slabs.
       worker.on("error", () => {
@@ -120,10 +124,16 @@ export class SlabPrefaulter {
     }
   }
 
-  /** Stop the workers and drop the slabs not used. */
-  async stop(): Promise<void> {
-    this.stopped = true;
+  /** Drop the slabs not used, and end the threads (without waiting for them to exit). */
+  stop(): void {
     this.mem.releaseSlabReserve();
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    this.end();
+  }
+
+  private end(): void {
+    if (this.ended) return;
+    this.stopped = true;
+    this.ended = true;
+    for (const w of this.workers) w.terminate().catch(() => {});
   }
 }

@@ -64,7 +64,7 @@ describe("SlabPrefaulter", () => {
       if (f[1] !== pfn + 7 || f[0] !== 0 || f[1023] !== 0) throw new Error(`frame ${pfn * 5} reads wrong`);
     }
     pf.poll(); // nothing more to ask for
-    await pf.stop();
+    pf.stop();
     expect(mem.slabsReserved).toBe(0);
     expect(() => new SlabPrefaulter(mem, -1)).toThrow(/whole number/);
   });
@@ -92,7 +92,7 @@ describe("SlabPrefaulter", () => {
     expect(pf.supplied).toBe(wanted);
     expect(mem.slabs.length - 1 + mem.slabsReserved).toBe(wanted); // every slab but the first
     for (let p = 0; p < pfn; p += 997) expect(mem.frame(p)[0]).toBe(p);
-    await pf.stop();
+    pf.stop();
     expect(mem.slabsReserved).toBe(0);
     expect(() => new SlabPrefaulter(mem, 1, 0)).toThrow(/threads must be/);
   });
