@@ -8,7 +8,9 @@
  * not: it has several walks in flight. `BatchWalker` does the same in software, a group of
  * walks at a time:
  *  1. the upper levels of every walk of the group (cache-resident tables), down to the
- *     address of its L1 entry; the levels above L2 once per 1 GiB region the group touches;
+ *     address of its L1 entry — through two memos, as a processor's paging-structure caches
+ *     do: the L1 table a 2 MiB region's walks reach, kept for the call, and the L2 table a
+ *     1 GiB region's walks reach, kept for the group;
  *  2. a tight loop that only loads those L1 entries, so that their misses overlap;
  *  3. each walk's leaf: the rights check and the result;
  *  4. the walks step 3 could not complete, in order, handed to `PageWalker.walk`.
@@ -45,11 +47,15 @@ import {
 
 /**
  * Walks per group: enough independent L1 loads in flight to cover the misses' latency, and
- * enough walks per region to make the memo of upper levels pay (64 ran 8% slower here).
+ * enough walks per region to make the memo of L2 tables pay (64 ran 8% slower here).
  */
 const GROUP = 256;
-/** Entries of a group's memo of L2 tables (a power of two). */
+/** Entries of a group's memo of L2 tables, by 1 GiB region (a power of two). */
 const MEMO = 8;
+/** Entries of a call's memo of L1 tables, by 2 MiB region (a power of two; 8 GiB of 4 KiB pages). */
+const TABLE_MEMO = 4096;
+/** Calls numbered in the table memo's keys (above the 11 bits of a region's address bits 31:21). */
+const CALLS = 1 << 20;
 
 /** Per address of a `BatchWalker.walk` call, what `PageWalker.walk` would have left in its fields. */
 export class WalkResults {
@@ -87,6 +93,15 @@ export class BatchWalker {
   private readonly nx = new Int32Array(GROUP);
   /** The group's walks the fast path could not take (their indices), for step 4. */
   private readonly handed = new Int32Array(GROUP);
+  // ---- the call's memo of L1 tables, by the address bits above them (63:21): direct-mapped ----
+  /** The call's number (1 to CALLS - 1): a key `(call << 11) | bits 31:21` counts in this call only. */
+  private call = 0;
+  private readonly tableHi = new Uint32Array(TABLE_MEMO);
+  private readonly tableKey = new Int32Array(TABLE_MEMO).fill(-1);
+  private readonly tableSlab: Uint32Array[];
+  private readonly tableWord = new Int32Array(TABLE_MEMO);
+  private readonly tableRights = new Int32Array(TABLE_MEMO);
+  private readonly tableNx = new Int32Array(TABLE_MEMO);
   // ---- the group's memo of L2 tables, by the address bits above them (63:30): direct-mapped ----
   private memoGroup = 0;
   private readonly memoOf = new Int32Array(MEMO);
@@ -106,6 +121,7 @@ export class BatchWalker {
     this.rsvdHi = reservedHighMask(mem.maxPhysAddrBits);
     this.slab = new Array<Uint32Array>(GROUP).fill(mem.slabs[0]);
     this.memoSlab = new Array<Uint32Array>(MEMO).fill(mem.slabs[0]);
+    this.tableSlab = new Array<Uint32Array>(TABLE_MEMO).fill(mem.slabs[0]);
   }
 
   /**
@@ -131,6 +147,11 @@ export class BatchWalker {
     }
     // Reserved bits of the high half: above MAXPHYADDR, and XD when EFER.NXE=0.
     const rsvd = this.rsvdHi | (m.nxe ? 0 : HI_NX);
+    // A new call: the table memo's entries of earlier calls no longer count.
+    if (++this.call === CALLS) {
+      this.tableKey.fill(-1);
+      this.call = 1;
+    }
     let ok = 0;
     for (let off = 0; off < count; off += GROUP) {
       const g = Math.min(GROUP, count - off);
@@ -144,11 +165,17 @@ export class BatchWalker {
   /**
    * Step 1: each walk of the group from the root down to its L1 entry, through present
    * table entries without reserved bits; a walk that meets anything else is marked for
-   * hand-over (rights 0, pointing at a zero word). The levels above L2 are the same for every
-   * address of one 1 GiB region, so the group keeps what they led to (the L2 table, the and'ed
-   * rights and or'ed high halves) in a small memo keyed by address bits 63:30. Nothing is
-   * written while this step runs, and the memo is emptied for each group, so what it holds is
-   * what walking those levels again would give.
+   * hand-over (rights 0, pointing at a zero word).
+   *
+   * The levels above L1 are the same for every address of one 2 MiB region, so the call keeps
+   * what they led to (the L1 table, the and'ed rights and or'ed high halves) in a memo keyed by
+   * address bits 63:21, as a processor's PDE cache does. Unlike a processor's, it is exact:
+   * within a call the only writes are its own walks' accessed and dirty flags, which change no
+   * table's address, rights or NX, and an entry is kept only when every entry on the way
+   * already had its accessed flag — so a later walk of the call would read the same from them.
+   * A memo miss goes the long way, through the group's memo of L2 tables by 1 GiB region
+   * (address bits 63:30), filled while this step runs (nothing is written then) and emptied
+   * for each group.
    */
   private upper(
     m: PagingMode,
@@ -184,6 +211,13 @@ export class BatchWalker {
     const memoWord = this.memoWord;
     const memoRights = this.memoRights;
     const memoNx = this.memoNx;
+    const call = this.call;
+    const tableHi = this.tableHi;
+    const tableKey = this.tableKey;
+    const tableSlab = this.tableSlab;
+    const tableWord = this.tableWord;
+    const tableRights = this.tableRights;
+    const tableNx = this.tableNx;
     for (let k = 0; k < g; k++) {
       const hi = his[off + k];
       const lo = los[off + k];
@@ -191,6 +225,16 @@ export class BatchWalker {
       word[k] = 0;
       rights[k] = 0;
       if (((hi >> top) + 1) >>> 1 !== 0) continue;
+      const l2 = lo >>> 21; // with hi: the address bits above the L1 table
+      const key = (call << 11) | l2;
+      const d = (l2 ^ (hi << 11)) & (TABLE_MEMO - 1);
+      if (tableKey[d] === key && tableHi[d] === hi) {
+        slab[k] = tableSlab[d];
+        word[k] = tableWord[d] | (((lo >>> 12) & 511) << 1);
+        rights[k] = tableRights[d];
+        nx[k] = tableNx[d];
+        continue;
+      }
       const l3 = lo >>> 30; // with hi: the address bits above the L2 table
       const e = (l3 ^ hi) & (MEMO - 1);
       let t: Uint32Array;
@@ -251,10 +295,22 @@ export class BatchWalker {
       ehi = t[w | 1];
       if ((elo & (LO_P | LO_PS)) !== LO_P || (ehi & rsvd) !== 0) continue;
       s = mem.slot(entryFrame(elo, ehi));
-      slab[k] = slabs[s >>> shift];
-      word[k] = ((s & mask) << 10) | (((lo >>> 12) & 511) << 1);
-      rights[k] = r & elo;
-      nx[k] = x | ehi;
+      const l1 = slabs[s >>> shift];
+      const l1Word = (s & mask) << 10;
+      r &= elo;
+      x |= ehi;
+      slab[k] = l1;
+      word[k] = l1Word | (((lo >>> 12) & 511) << 1);
+      rights[k] = r;
+      nx[k] = x;
+      if ((r & LO_A) !== 0) {
+        tableHi[d] = hi;
+        tableKey[d] = key;
+        tableSlab[d] = l1;
+        tableWord[d] = l1Word;
+        tableRights[d] = r;
+        tableNx[d] = x;
+      }
     }
   }
 

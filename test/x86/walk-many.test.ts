@@ -336,6 +336,42 @@ describe("BatchWalker", () => {
     expect(mixed.perm[1] & PERM_D).toBe(PERM_D);
   });
 
+  it("reads the tables afresh in each call: a table remapped or made read-only between calls is seen", () => {
+    const { mem, m } = userPages(1024); // two L1 tables: va 0–2 MiB and 2–4 MiB
+    const batch = new BatchWalker(mem);
+    const n = 600; // more than a group
+    const his = new Uint32Array(n);
+    const los = Uint32Array.from({ length: n }, (_, i) => (i % 2) * 0x20_0000 + (i % 512) * 0x1000);
+    const out = new WalkResults(n);
+    const one = new PageWalker(mem);
+    const check = (access: number) => {
+      batch.walk(m, his, los, access, out);
+      for (let i = 0; i < n; i++) {
+        const okOne = one.walk(m, 0, los[i], access);
+        expect([out.fault[i], out.paddr[i], out.perm[i]]).toEqual(
+          okOne ? [FAULT_NONE, one.paddr, one.perm] : [one.fault, 0, 0],
+        );
+      }
+    };
+    check(ACC_USER); // sets the accessed flags
+    check(ACC_USER);
+    expect(batch.fastWalks).toBeGreaterThan(n / 2);
+    // The L2 entry of the second 2 MiB now points to the first's L1 table, read-only.
+    one.walk(m, 0, 0, ACC_PROBE);
+    const l2 = one.stepEntryAddress(2);
+    const first = mem.read64(l2);
+    mem.write64(l2 + 8, first & ~BigInt(LO_RW));
+    check(ACC_USER);
+    expect(out.paddr[1]).toBe(0x100000 + los[1] - 0x20_0000); // where the first 2 MiB's page is
+    check(ACC_USER | ACC_WRITE); // the second 2 MiB: a write to a read-only table's pages faults
+    expect(out.fault[1]).toBe(FAULT_PF);
+    expect(out.fault[0]).toBe(FAULT_NONE);
+    // Not present: every walk of that region faults.
+    mem.write64(l2 + 8, 0n);
+    check(ACC_USER);
+    expect(out.fault[1]).toBe(FAULT_PF);
+  });
+
   it("reports faults: not present, rights, non-canonical", () => {
     const { mem, m } = userPages(2);
     const batch = new BatchWalker(mem);
