@@ -51,11 +51,66 @@ import {
  */
 const GROUP = 256;
 /** Entries of a group's memo of L2 tables, by 1 GiB region (a power of two). */
-const MEMO = 8;
+const L2_MEMO = 8;
 /** Entries of a call's memo of L1 tables, by 2 MiB region (a power of two; 8 GiB of 4 KiB pages). */
-const TABLE_MEMO = 4096;
-/** Calls numbered in the table memo's keys (above the 11 bits of a region's address bits 31:21). */
-const CALLS = 1 << 20;
+const L1_MEMO = 4096;
+
+/**
+ * A direct-mapped memo of the table that the walks of one region reach, with the rights
+ * and'ed and the high halves or'ed on the way there. A region is its address bits above the
+ * table: all of `hi`, and the low half's top `regionBits` bits. An entry counts only under the
+ * key it was kept with, `(epoch << regionBits) | region bits of the low half`, so a new epoch
+ * (a call, a group) empties the memo without touching it.
+ */
+class TableMemo {
+  readonly hi: Uint32Array;
+  readonly key: Int32Array;
+  readonly slab: Uint32Array[];
+  readonly word: Int32Array;
+  readonly rights: Int32Array;
+  readonly nx: Int32Array;
+  /** The current epoch, from 1 below `2^(31 - regionBits)` (keys stay positive int32s). */
+  epoch = 0;
+
+  constructor(
+    readonly size: number,
+    readonly regionBits: number,
+    zero: Uint32Array,
+  ) {
+    this.hi = new Uint32Array(size);
+    this.key = new Int32Array(size).fill(-1);
+    this.slab = new Array<Uint32Array>(size).fill(zero);
+    this.word = new Int32Array(size);
+    this.rights = new Int32Array(size);
+    this.nx = new Int32Array(size);
+  }
+
+  /** Start a new epoch: what was kept before no longer counts. */
+  renew(): void {
+    if (++this.epoch === 2 ** (31 - this.regionBits)) {
+      this.key.fill(-1);
+      this.epoch = 1;
+    }
+  }
+
+  /** Keep, in entry `e` under `key`, the table at `slab`/`word` with the rights and NX reached. */
+  keep(
+    e: number,
+    hi: number,
+    key: number,
+    slab: Uint32Array,
+    word: number,
+    rights: number,
+    nx: number,
+  ): void {
+    this.hi[e] = hi;
+    this.key[e] = key;
+    this.slab[e] = slab;
+    this.word[e] = word;
+    this.rights[e] = rights;
+    this.nx[e] = nx;
+  }
+}
 
 /** Per address of a `BatchWalker.walk` call, what `PageWalker.walk` would have left in its fields. */
 export class WalkResults {
@@ -93,24 +148,10 @@ export class BatchWalker {
   private readonly nx = new Int32Array(GROUP);
   /** The group's walks the fast path could not take (their indices), for step 4. */
   private readonly handed = new Int32Array(GROUP);
-  // ---- the call's memo of L1 tables, by the address bits above them (63:21): direct-mapped ----
-  /** The call's number (1 to CALLS - 1): a key `(call << 11) | bits 31:21` counts in this call only. */
-  private call = 0;
-  private readonly tableHi = new Uint32Array(TABLE_MEMO);
-  private readonly tableKey = new Int32Array(TABLE_MEMO).fill(-1);
-  private readonly tableSlab: Uint32Array[];
-  private readonly tableWord = new Int32Array(TABLE_MEMO);
-  private readonly tableRights = new Int32Array(TABLE_MEMO);
-  private readonly tableNx = new Int32Array(TABLE_MEMO);
-  // ---- the group's memo of L2 tables, by the address bits above them (63:30): direct-mapped ----
-  private memoGroup = 0;
-  private readonly memoOf = new Int32Array(MEMO);
-  private readonly memoHi = new Uint32Array(MEMO);
-  private readonly memoL3 = new Uint32Array(MEMO);
-  private readonly memoSlab: Uint32Array[];
-  private readonly memoWord = new Int32Array(MEMO);
-  private readonly memoRights = new Int32Array(MEMO);
-  private readonly memoNx = new Int32Array(MEMO);
+  /** The call's memo of L1 tables, by 2 MiB region (address bits 63:21); an epoch per call. */
+  private readonly l1Memo: TableMemo;
+  /** The group's memo of L2 tables, by 1 GiB region (address bits 63:30); an epoch per group. */
+  private readonly l2Memo: TableMemo;
   /** Walks completed on the fast path (the rest were handed to `walker`). */
   fastWalks = 0;
   /** What the touch loop read, kept so that its loads are not optimised away. */
@@ -120,8 +161,8 @@ export class BatchWalker {
     this.walker = new PageWalker(mem);
     this.rsvdHi = reservedHighMask(mem.maxPhysAddrBits);
     this.slab = new Array<Uint32Array>(GROUP).fill(mem.slabs[0]);
-    this.memoSlab = new Array<Uint32Array>(MEMO).fill(mem.slabs[0]);
-    this.tableSlab = new Array<Uint32Array>(TABLE_MEMO).fill(mem.slabs[0]);
+    this.l1Memo = new TableMemo(L1_MEMO, 11, mem.slabs[0]);
+    this.l2Memo = new TableMemo(L2_MEMO, 2, mem.slabs[0]);
   }
 
   /**
@@ -147,11 +188,7 @@ export class BatchWalker {
     }
     // Reserved bits of the high half: above MAXPHYADDR, and XD when EFER.NXE=0.
     const rsvd = this.rsvdHi | (m.nxe ? 0 : HI_NX);
-    // A new call: the table memo's entries of earlier calls no longer count.
-    if (++this.call === CALLS) {
-      this.tableKey.fill(-1);
-      this.call = 1;
-    }
+    this.l1Memo.renew(); // a new call: what earlier calls kept no longer counts
     let ok = 0;
     for (let off = 0; off < count; off += GROUP) {
       const g = Math.min(GROUP, count - off);
@@ -199,25 +236,15 @@ export class BatchWalker {
     const rights = this.rights;
     const nx = this.nx;
     const top = five ? 24 : 15; // canonical: bits 63 down to 56 (47) all equal
-    if (this.memoGroup === 0x7fff_ffff) {
-      this.memoOf.fill(0);
-      this.memoGroup = 0;
-    }
-    const group = ++this.memoGroup; // memo entries of earlier groups no longer count
-    const memoOf = this.memoOf;
-    const memoHi = this.memoHi;
-    const memoL3 = this.memoL3;
-    const memoSlab = this.memoSlab;
-    const memoWord = this.memoWord;
-    const memoRights = this.memoRights;
-    const memoNx = this.memoNx;
-    const call = this.call;
-    const tableHi = this.tableHi;
-    const tableKey = this.tableKey;
-    const tableSlab = this.tableSlab;
-    const tableWord = this.tableWord;
-    const tableRights = this.tableRights;
-    const tableNx = this.tableNx;
+    const l1Memo = this.l1Memo;
+    const l1Epoch = l1Memo.epoch << 11;
+    const l1Hi = l1Memo.hi;
+    const l1Key = l1Memo.key;
+    const l2Memo = this.l2Memo;
+    l2Memo.renew(); // a new group: what earlier groups kept no longer counts
+    const l2Epoch = l2Memo.epoch << 2;
+    const l2Hi = l2Memo.hi;
+    const l2Key = l2Memo.key;
     for (let k = 0; k < g; k++) {
       const hi = his[off + k];
       const lo = los[off + k];
@@ -226,17 +253,18 @@ export class BatchWalker {
       rights[k] = 0;
       if (((hi >> top) + 1) >>> 1 !== 0) continue;
       const l2 = lo >>> 21; // with hi: the address bits above the L1 table
-      const key = (call << 11) | l2;
-      const d = (l2 ^ (hi << 11)) & (TABLE_MEMO - 1);
-      if (tableKey[d] === key && tableHi[d] === hi) {
-        slab[k] = tableSlab[d];
-        word[k] = tableWord[d] | (((lo >>> 12) & 511) << 1);
-        rights[k] = tableRights[d];
-        nx[k] = tableNx[d];
+      const key1 = l1Epoch | l2;
+      const e1 = (l2 ^ (hi << 11)) & (L1_MEMO - 1);
+      if (l1Key[e1] === key1 && l1Hi[e1] === hi) {
+        slab[k] = l1Memo.slab[e1];
+        word[k] = l1Memo.word[e1] | (((lo >>> 12) & 511) << 1);
+        rights[k] = l1Memo.rights[e1];
+        nx[k] = l1Memo.nx[e1];
         continue;
       }
       const l3 = lo >>> 30; // with hi: the address bits above the L2 table
-      const e = (l3 ^ hi) & (MEMO - 1);
+      const key2 = l2Epoch | l3;
+      const e2 = (l3 ^ hi) & (L2_MEMO - 1);
       let t: Uint32Array;
       let w: number;
       let r: number;
@@ -244,11 +272,11 @@ export class BatchWalker {
       let elo: number;
       let ehi: number;
       let s: number;
-      if (memoOf[e] === group && memoHi[e] === hi && memoL3[e] === l3) {
-        t = memoSlab[e];
-        w = memoWord[e];
-        r = memoRights[e];
-        x = memoNx[e];
+      if (l2Key[e2] === key2 && l2Hi[e2] === hi) {
+        t = l2Memo.slab[e2];
+        w = l2Memo.word[e2];
+        r = l2Memo.rights[e2];
+        x = l2Memo.nx[e2];
       } else {
         t = rootSlab;
         w = rootWord;
@@ -282,13 +310,7 @@ export class BatchWalker {
         s = mem.slot(entryFrame(elo, ehi));
         t = slabs[s >>> shift];
         w = (s & mask) << 10;
-        memoOf[e] = group;
-        memoHi[e] = hi;
-        memoL3[e] = l3;
-        memoSlab[e] = t;
-        memoWord[e] = w;
-        memoRights[e] = r;
-        memoNx[e] = x;
+        l2Memo.keep(e2, hi, key2, t, w, r, x);
       }
       w |= ((lo >>> 21) & 511) << 1;
       elo = t[w];
@@ -303,14 +325,7 @@ export class BatchWalker {
       word[k] = l1Word | (((lo >>> 12) & 511) << 1);
       rights[k] = r;
       nx[k] = x;
-      if ((r & LO_A) !== 0) {
-        tableHi[d] = hi;
-        tableKey[d] = key;
-        tableSlab[d] = l1;
-        tableWord[d] = l1Word;
-        tableRights[d] = r;
-        tableNx[d] = x;
-      }
+      if ((r & LO_A) !== 0) l1Memo.keep(e1, hi, key1, l1, l1Word, r, x);
     }
   }
 
