@@ -51,11 +51,9 @@ export class SlabPrefaulter {
   /** Slabs asked of the workers so far, and still to ask for. */
   private asked = 0;
   private readonly wanted: number;
-  /** Batches asked for and not arrived. */
-  private pending = 0;
   /** Slabs supplied to the memory. */
   supplied = 0;
-  private stopped = false;
+  /** No more batches are asked for or taken, and the threads are ended. */
   private ended = false;
 
   /**
@@ -85,9 +83,8 @@ export class SlabPrefaulter {
       this.workers.push(worker);
       this.pendingOf.push(0);
       worker.on("message", (bufs: ArrayBuffer[]) => {
-        this.pending--;
         this.pendingOf[t]--;
-        if (this.stopped) return;
+        if (this.ended) return;
         this.mem.supplySlabs(bufs);
         this.supplied += bufs.length;
         // All made: the threads end now rather than when the memory is done with (a receiver's
@@ -96,9 +93,7 @@ export class SlabPrefaulter {
         else this.poll();
       });
       // A worker that fails leaves the memory to make its own slabs.
-      worker.on("error", () => {
-        this.stopped = true;
-      });
+      worker.on("error", () => this.end());
     }
     this.poll();
   }
@@ -110,15 +105,17 @@ export class SlabPrefaulter {
 
   /** Ask for more batches while fewer than two per worker wait unused (call it as the slabs get used). */
   poll(): void {
-    if (this.stopped) return;
+    if (this.ended) return;
     const ahead = 2 * this.workers.length * this.batch;
-    while (this.asked < this.wanted && this.mem.slabsReserved + this.pending * this.batch < ahead) {
+    let pending = 0; // batches asked for and not arrived
+    for (const p of this.pendingOf) pending += p;
+    while (this.asked < this.wanted && this.mem.slabsReserved + pending * this.batch < ahead) {
       // The worker with the fewest batches under way.
       let t = 0;
       for (let u = 1; u < this.workers.length; u++) if (this.pendingOf[u] < this.pendingOf[t]) t = u;
       const n = Math.min(this.batch, this.wanted - this.asked);
       this.asked += n;
-      this.pending++;
+      pending++;
       this.pendingOf[t]++;
       this.workers[t].postMessage(n);
     }
@@ -132,7 +129,6 @@ export class SlabPrefaulter {
 
   private end(): void {
     if (this.ended) return;
-    this.stopped = true;
     this.ended = true;
     for (const w of this.workers) w.terminate().catch(() => {});
   }
